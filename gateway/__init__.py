@@ -1,0 +1,1 @@
+"""The infusion gateway: dosing, planning, the hard rate limit, control loop, journal, API, CLI."""

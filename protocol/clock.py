@@ -1,0 +1,109 @@
+"""Time, injected.
+
+Every piece of control logic and the simulator take a :class:`Clock`, so that a 7-day course
+runs in seconds under test and a hardware-in-loop rig can run faster than real time.
+
+``monotonic()`` is for intervals and physics; ``wall()`` (Unix seconds) only for display and for
+day boundaries recorded in a journal.  Both are in *simulated* seconds.  ``time_scale`` says how
+many simulated seconds pass per real second (``1.0`` for real time; ``0.0`` for a manual clock
+that only moves when told to).
+
+This module lives in ``protocol/`` because it is the one package every other package may import;
+it does no I/O.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """What control logic and the simulator need to know about time."""
+
+    @property
+    def time_scale(self) -> float:
+        """Simulated seconds per real second (0.0 for a manual clock)."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes backwards (simulated time)."""
+        ...
+
+    def wall(self) -> float:
+        """Unix time in seconds (simulated time), for display and day boundaries only."""
+        ...
+
+
+class SystemClock:
+    """Real time: ``time.monotonic`` and ``time.time``."""
+
+    @property
+    def time_scale(self) -> float:
+        return 1.0
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
+
+
+class ScaledClock:
+    """Real time sped up by ``time_scale``: simulated seconds = real seconds x ``time_scale``.
+
+    Both sides of a hardware-in-loop rig run one of these at the same scale.
+    """
+
+    def __init__(self, time_scale: float, *, start_wall: float | None = None) -> None:
+        if not (time_scale > 0.0) or time_scale != time_scale or time_scale == float("inf"):
+            raise ValueError(f"time_scale must be a finite number > 0, got {time_scale!r}")
+        self._scale = float(time_scale)
+        self._real_start = time.monotonic()
+        self._wall_start = time.time() if start_wall is None else float(start_wall)
+
+    @property
+    def time_scale(self) -> float:
+        return self._scale
+
+    def monotonic(self) -> float:
+        return (time.monotonic() - self._real_start) * self._scale
+
+    def wall(self) -> float:
+        return self._wall_start + self.monotonic()
+
+    def real_seconds(self, simulated_s: float) -> float:
+        """How many real seconds ``simulated_s`` simulated seconds take on this clock."""
+        return simulated_s / self._scale
+
+
+class ManualClock:
+    """A clock that moves only when told to: for tests. Thread-safe."""
+
+    def __init__(self, start_monotonic: float = 0.0, start_wall: float = 1_767_225_600.0) -> None:
+        # Default wall start: 2026-01-01T00:00:00Z, so journals in tests have stable dates.
+        self._lock = threading.Lock()
+        self._now = float(start_monotonic)
+        self._wall_offset = float(start_wall) - float(start_monotonic)
+
+    @property
+    def time_scale(self) -> float:
+        return 0.0
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._now
+
+    def wall(self) -> float:
+        with self._lock:
+            return self._now + self._wall_offset
+
+    def advance(self, seconds: float) -> float:
+        """Move time forward by ``seconds`` (>= 0); returns the new monotonic time."""
+        if not (seconds >= 0.0) or seconds == float("inf"):
+            raise ValueError(f"seconds must be finite and >= 0, got {seconds!r}")
+        with self._lock:
+            self._now += seconds
+            return self._now
