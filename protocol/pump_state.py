@@ -6,10 +6,10 @@ replies onto them; the simulator raises them; the drivers report them.  This is 
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class PumpState(str, Enum):
+class PumpState(StrEnum):
     """The pump's own operating state."""
 
     STOPPED = "stopped"
@@ -18,7 +18,7 @@ class PumpState(str, Enum):
     ALARM = "alarm"
 
 
-class PumpAlarm(str, Enum):
+class PumpAlarm(StrEnum):
     """Conditions a pump reports.  Members marked *stopping* halt the infusion."""
 
     OCCLUSION = "occlusion"  # stopping
@@ -29,7 +29,7 @@ class PumpAlarm(str, Enum):
     POWER_LOSS = "power_loss"  # stopping (NE-1000: A?R, reset / power interrupted)
     COMM_TIMEOUT = "comm_timeout"  # stopping (NE-1000: A?T, safe-mode timeout)
     RATE_REFUSED = "rate_refused"  # advisory: the last rate write was refused
-    VTBI_COMPLETE = "vtbi_complete"  # advisory: the volume to be infused was delivered; pump stopped
+    VTBI_COMPLETE = "vtbi_complete"  # advisory: the VTBI was delivered; the pump stopped
     PROGRAM_ERROR = "program_error"  # stopping (NE-1000: A?E program error, A?O phase out of range)
 
 

@@ -1,0 +1,39 @@
+"""Shared test set-up: hypothesis profiles and a guard that fails any test leaving threads behind."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# Deadlines measure the machine, not the code: CI runs on 2 shared cores.
+settings.register_profile("default", deadline=None)
+settings.register_profile(
+    "ci", deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+#: Threads that may outlive a test: started by libraries once per process, never ours.
+_PROCESS_THREADS = ("asyncio_", "ThreadPoolExecutor", "pytest_timeout", "Dummy")
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_threads() -> Iterator[None]:
+    """Fail a test that leaves one of its threads running (servers, relays, pollers)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 2.0
+    while True:
+        leftover = [
+            t
+            for t in threading.enumerate()
+            if t not in before and t.is_alive() and not t.name.startswith(_PROCESS_THREADS)
+        ]
+        if not leftover or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)  # waiting for a thread the test already told to stop
+    assert not leftover, f"test left threads running: {[t.name for t in leftover]}"
