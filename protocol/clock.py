@@ -55,14 +55,19 @@ class ScaledClock:
     """Real time sped up by ``time_scale``: simulated seconds = real seconds x ``time_scale``.
 
     Both sides of a hardware-in-loop rig run one of these at the same scale.
+
+    ``anchor_wall_s`` (Unix seconds) is the real moment at which simulated wall time equals real
+    wall time: ``wall() = anchor + (time.time() - anchor) x time_scale``.  A gateway keeps its
+    anchor in its journal, so that after a restart its simulated days line up with the ones
+    before, and the time it was down counts at the same scale.
     """
 
-    def __init__(self, time_scale: float, *, start_wall: float | None = None) -> None:
-        if not (time_scale > 0.0) or time_scale != time_scale or time_scale == float("inf"):
+    def __init__(self, time_scale: float, *, anchor_wall_s: float | None = None) -> None:
+        if not (0.0 < time_scale < float("inf")):
             raise ValueError(f"time_scale must be a finite number > 0, got {time_scale!r}")
         self._scale = float(time_scale)
         self._real_start = time.monotonic()
-        self._wall_start = time.time() if start_wall is None else float(start_wall)
+        self.anchor_wall_s = time.time() if anchor_wall_s is None else float(anchor_wall_s)
 
     @property
     def time_scale(self) -> float:
@@ -72,7 +77,7 @@ class ScaledClock:
         return (time.monotonic() - self._real_start) * self._scale
 
     def wall(self) -> float:
-        return self._wall_start + self.monotonic()
+        return self.anchor_wall_s + (time.time() - self.anchor_wall_s) * self._scale
 
     def real_seconds(self, simulated_s: float) -> float:
         """How many real seconds ``simulated_s`` simulated seconds take on this clock."""
