@@ -23,9 +23,12 @@ def finite_in_range(
     to 250 kg (got 20.0)``.  Booleans are refused: ``True`` is not a weight.
     """
     unit_text = f" {unit}" if unit else ""
-    lo_word = "from" if low_inclusive else "above"
-    hi_word = "to" if high_inclusive else "below"
-    allowed = f"a number {lo_word} {low:g} {hi_word} {high:g}{unit_text}"
+    if low_inclusive and high_inclusive:
+        allowed = f"a number from {low:g} to {high:g}{unit_text}"
+    else:
+        lo_words = f"at least {low:g}" if low_inclusive else f"above {low:g}"
+        hi_words = f"at most {high:g}" if high_inclusive else f"below {high:g}"
+        allowed = f"a number {lo_words} and {hi_words}{unit_text}"
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError(field, allowed, value)
     number = float(value)
