@@ -1,0 +1,119 @@
+"""A test-only PumpDriver that calls a PumpModel directly: channel logic without a wire.
+
+The product never uses this: the gateway reaches the simulator over the real protocols (see the
+end-to-end tests).  Here it lets control-logic tests run a week of virtual time in a second and
+make the "pump" misbehave in ways a real wire would only show slowly.
+"""
+
+from __future__ import annotations
+
+import math
+
+from drivers.base import PumpDriver
+from drivers.errors import LinkLostError, PumpAlarmError, PumpRefusedError, PumpTimeoutError
+from drivers.status import PumpIdentity, PumpStatus
+from simulator.errors import NotApplicableError, SimulatorError
+from simulator.model import PumpModel
+
+RESOLUTION_ML_PER_H = 0.01
+
+
+class ModelDriver(PumpDriver):
+    def __init__(self, model: PumpModel, **options: object) -> None:
+        super().__init__("modbus+tcp://127.0.0.1:1", **options)
+        self.model = model
+        self.silent = False  # the link is cut: every request times out
+        self.lie_rate_ml_per_h: float | None = None  # the pump reports this rate instead
+        self.sent: list[float] = []
+
+    def _check_link(self) -> None:
+        if self.silent:
+            raise PumpTimeoutError("no reply (test: link cut)")
+        if self.model.line.hang:
+            raise PumpTimeoutError("no reply (model: hang)")
+        self.model.feed_watchdog()
+
+    def _connect(self) -> None:
+        if self.silent:
+            raise LinkLostError("test: link cut")
+
+    def _disconnect(self) -> None:
+        pass
+
+    def _identify(self) -> PumpIdentity:
+        self._check_link()
+        return PumpIdentity(
+            "sim",
+            "model",
+            "1",
+            max_rate_ml_per_h=self.model.max_rate_ml_per_h,
+            rate_resolution_ml_per_h=RESOLUTION_ML_PER_H,
+        )
+
+    def _read_status(self) -> PumpStatus:
+        self._check_link()
+        snap = self.model.snapshot()
+        rate = (
+            snap.rate_setpoint_ml_per_h
+            if self.lie_rate_ml_per_h is None
+            else self.lie_rate_ml_per_h
+        )
+        return PumpStatus(
+            state=snap.state,
+            rate_ml_per_h=rate,
+            volume_infused_ml=snap.volume_infused_ml,
+            vtbi_remaining_ml=snap.vtbi_remaining_ml if snap.vtbi_ml else None,
+            alarms=snap.alarms,
+            measured_rate_ml_per_h=snap.measured_rate_ml_per_h,
+            max_rate_ml_per_h=snap.max_rate_ml_per_h,
+        )
+
+    def _write_rate(self, rate_ml_per_h: float) -> float:
+        self._check_link()
+        sent = math.floor(rate_ml_per_h / RESOLUTION_ML_PER_H + 1e-9) * RESOLUTION_ML_PER_H
+        sent = min(sent, rate_ml_per_h)
+        try:
+            self.model.set_rate(sent)
+        except SimulatorError as exc:
+            raise PumpRefusedError(str(exc)) from exc
+        self.sent.append(sent)
+        return sent
+
+    def _read_rate(self) -> float:
+        self._check_link()
+        snap = self.model.snapshot()
+        return (
+            snap.rate_setpoint_ml_per_h
+            if self.lie_rate_ml_per_h is None
+            else self.lie_rate_ml_per_h
+        )
+
+    def _write_vtbi(self, volume_ml: float) -> float:
+        self._check_link()
+        held = math.floor(volume_ml * 1000) / 1000
+        self.model.set_vtbi(held)
+        return held
+
+    def _start(self) -> None:
+        self._check_link()
+        try:
+            self.model.start()
+        except NotApplicableError as exc:
+            raise PumpAlarmError(str(exc)) from exc
+
+    def _stop(self) -> None:
+        self._check_link()
+        self.model.stop()
+
+    def _clear_alarms(self) -> None:
+        self._check_link()
+        self.model.clear_alarms()
+
+    def _clear_totals(self) -> None:
+        self._check_link()
+        self.model.clear_totals()
+
+    def _arm_watchdog(self, timeout_s: float) -> float:
+        self._check_link()
+        self.model.set_watchdog(timeout_s)
+        return timeout_s
