@@ -1,0 +1,183 @@
+"""The gateway daemon: channels stepped every poll interval, the API, systemd, metrics.
+
+One asyncio loop.  Every tick steps all channels concurrently (each in a worker thread, since
+drivers do blocking I/O), then, only if every cycle completed, tells systemd ``WATCHDOG=1``.
+
+Time comes from the injected clock.  With a :class:`~protocol.clock.ManualClock` (tests, the
+demo) a tick *advances* the clock by one poll interval instead of sleeping, so a course runs as
+fast as the pump link answers; otherwise the daemon sleeps ``interval / time_scale`` real seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from drivers import make_pump
+from drivers.base import PumpDriver
+from gateway.channel import Channel, ChannelState
+from gateway.config import GatewayConfig
+from gateway.journal import Journal
+from gateway.metrics import GatewayMetrics
+from gateway.systemd import Notifier
+from protocol.clock import Clock, ManualClock, ScaledClock, SystemClock
+
+log = structlog.get_logger("gateway.daemon")
+
+DriverFactory = Callable[[str], PumpDriver]
+CLOCK_ANCHOR_KEY = "clock_anchor_wall_s"
+
+
+def clock_for(config: GatewayConfig, journal: Journal) -> Clock:
+    """Real time, or real time x ``time_scale`` anchored in the journal across restarts."""
+    if config.time_scale == 1.0:
+        return SystemClock()
+    anchor = journal.get_meta(CLOCK_ANCHOR_KEY)
+    clock = ScaledClock(config.time_scale, anchor_wall_s=float(anchor) if anchor else None)
+    if anchor is None:
+        journal.set_meta(CLOCK_ANCHOR_KEY, repr(clock.anchor_wall_s))
+    return clock
+
+
+class Gateway:
+    """All channels of one process, their journal, metrics and systemd notifier."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        clock: Clock | None = None,
+        journal: Journal | None = None,
+        driver_factory: DriverFactory | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self.journal = journal or Journal(config.state_dir)
+        self.clock = clock or clock_for(config, self.journal)
+        self.poll_interval_s = config.effective_poll_interval_s
+        self.notifier = notifier or Notifier()
+        self.metrics = GatewayMetrics()
+        self.started_real_s = time.monotonic()
+        self.cycles = 0
+        self.last_cycle_ok = False
+        control = config.control
+
+        def default_factory(url: str) -> PumpDriver:
+            return make_pump(
+                url, timeout_s=control.request_timeout_s, retries=control.request_retries
+            )
+
+        factory = driver_factory or default_factory
+        self.channels: dict[str, Channel] = {}
+        for channel_config in config.channels:
+            self.channels[channel_config.id] = Channel(
+                channel_config,
+                factory(channel_config.pump),
+                self.journal,
+                self.clock,
+                control,
+                pump_watchdog_s=config.effective_pump_watchdog_s,
+            )
+        if config.time_scale != 1.0:
+            log.warning(
+                "time_scale_active",
+                time_scale=config.time_scale,
+                poll_interval_s=self.poll_interval_s,
+                pump_watchdog_s=config.effective_pump_watchdog_s,
+                message="SIMULATED TIME: for hardware-in-loop rigs only, never at a bedside",
+            )
+
+    # -- one tick --------------------------------------------------------------------------
+
+    async def tick(self) -> bool:
+        """Step every channel once; True if every cycle completed."""
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(asyncio.to_thread(channel.step) for channel in self.channels.values()),
+            return_exceptions=True,
+        )
+        ok = True
+        for channel, result in zip(self.channels.values(), results, strict=True):
+            if isinstance(result, BaseException):
+                ok = False
+                log.error("cycle_failed", channel=channel.id, error=repr(result))
+                # Unknown state in our own code: stop the pump rather than guess (fail safe).
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(channel.driver.stop)
+        self.cycles += 1
+        self.last_cycle_ok = ok
+        self.metrics.cycles.labels("ok" if ok else "failed").inc()
+        self.metrics.cycle_seconds.set(time.monotonic() - started)
+        self.metrics.update(self.snapshots())
+        if ok:
+            self.notifier.ready(status=f"{len(self.channels)} channel(s)")
+            self.notifier.watchdog()
+        return ok
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        *,
+        max_ticks: int | None = None,
+        until: Callable[[], bool] | None = None,
+    ) -> None:
+        """Tick until ``stop`` is set (or ``max_ticks`` / ``until()``), then shut down."""
+        try:
+            while not stop.is_set():
+                tick_start = self.clock.monotonic()
+                await self.tick()
+                if (max_ticks is not None and self.cycles >= max_ticks) or (until and until()):
+                    break
+                await self._wait_for_next_tick(tick_start, stop)
+        finally:
+            await self.shutdown("stopped")
+
+    async def _wait_for_next_tick(self, tick_start: float, stop: asyncio.Event) -> None:
+        if isinstance(self.clock, ManualClock):
+            self.clock.advance(self.poll_interval_s)
+            await asyncio.sleep(0)
+            return
+        elapsed = self.clock.monotonic() - tick_start
+        remaining_sim = max(self.poll_interval_s - elapsed, 0.0)
+        real = remaining_sim / max(self.clock.time_scale, 1e-9)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=real)
+
+    async def shutdown(self, reason: str) -> None:
+        """Journalled, orderly: stop every running pump and close every link."""
+        self.notifier.stopping()
+        for channel in self.channels.values():
+            try:
+                await asyncio.to_thread(channel.shutdown, reason)
+            except Exception as exc:  # keep shutting the others down
+                log.error("shutdown_failed", channel=channel.id, error=repr(exc))
+        self.journal.close()
+
+    # -- status ----------------------------------------------------------------------------
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        return [channel.snapshot() for channel in self.channels.values()]
+
+    def ready(self) -> tuple[bool, list[str]]:
+        """Ready: the last cycle completed and every channel heard its pump recently."""
+        problems = []
+        if not self.last_cycle_ok:
+            problems.append(
+                "no completed control cycle yet" if self.cycles == 0 else "last cycle failed"
+            )
+        horizon = 2.0 * self.poll_interval_s
+        now = self.clock.wall()
+        for snap in self.snapshots():
+            last = snap["last_good_poll_wall_s"]
+            if (
+                snap["state"] == ChannelState.LINK_LOST.value
+                or last is None
+                or now - last > horizon
+            ):
+                problems.append(f"channel {snap['id']}: pump not heard within {horizon:g} s")
+        return not problems, problems

@@ -1,0 +1,77 @@
+"""Prometheus metrics for clinical IT: one registry per gateway (no global state)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from gateway.channel import ChannelState
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.state = Gauge(
+            "infusion_gateway_channel_state",
+            "1 for the channel's current state",
+            ["channel", "state"],
+            registry=r,
+        )
+        self.rate = Gauge(
+            "infusion_gateway_commanded_rate_ml_per_h",
+            "Rate last commanded and read back (mL/h)",
+            ["channel"],
+            registry=r,
+        )
+        self.ceiling = Gauge(
+            "infusion_gateway_ceiling_ml_per_h", "Rate ceiling (mL/h)", ["channel"], registry=r
+        )
+        self.prescribed = Gauge(
+            "infusion_gateway_day_prescribed_ml",
+            "Volume prescribed for the current day (mL)",
+            ["channel"],
+            registry=r,
+        )
+        self.delivered = Gauge(
+            "infusion_gateway_day_delivered_ml",
+            "Volume delivered in the current day, from the pump totalizer (mL)",
+            ["channel"],
+            registry=r,
+        )
+        self.day = Gauge(
+            "infusion_gateway_course_day", "Current day of the course", ["channel"], registry=r
+        )
+        self.alarms = Gauge(
+            "infusion_gateway_alarms_active", "Active alarms", ["channel"], registry=r
+        )
+        self.cycles = Counter(
+            "infusion_gateway_control_cycles", "Control cycles run", ["outcome"], registry=r
+        )
+        self.cycle_seconds = Gauge(
+            "infusion_gateway_last_cycle_real_seconds",
+            "Real seconds the last control cycle took",
+            registry=r,
+        )
+
+    def update(self, snapshots: Iterable[dict[str, Any]]) -> None:
+        for snap in snapshots:
+            channel = snap["id"]
+            for state in ChannelState:
+                self.state.labels(channel, state.value).set(
+                    1.0 if snap["state"] == state.value else 0.0
+                )
+            self.rate.labels(channel).set(snap["commanded_rate_ml_per_h"] or 0.0)
+            self.ceiling.labels(channel).set(snap["ceiling_ml_per_h"])
+            self.day.labels(channel).set(snap["day"])
+            today = snap["days"][-1] if snap["days"] else None
+            self.prescribed.labels(channel).set(today["prescribed_ml"] if today else 0.0)
+            self.delivered.labels(channel).set(today["delivered_ml"] if today else 0.0)
+            self.alarms.labels(channel).set(len(snap["alarms"]))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
