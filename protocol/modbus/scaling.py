@@ -1,0 +1,115 @@
+"""Scaled integers: engineering values to register counts and back, exactly.
+
+A register holds a whole number of *counts*; one count is the register's resolution, e.g.
+0.01 mL/h for a rate.  Encoding **truncates toward zero and never rounds up**, so a host can never
+command more than it meant; decoding is exact and returns :class:`~decimal.Decimal`.
+
+A ``float`` is read as the shortest decimal that round-trips it (``repr``), so ``15.48`` encodes
+as 1548 counts even though the binary float lies just below 15.48.  All arithmetic runs in a
+private decimal context, so the application's decimal context cannot change a result.
+"""
+
+from __future__ import annotations
+
+from decimal import (
+    ROUND_DOWN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
+from typing import Final
+
+from protocol.modbus.errors import RegisterDecodeError, RegisterEncodeError, show
+from protocol.modbus.words import U32_MAX
+
+#: One count of a rate register (RATE_SETPOINT, MEASURED_RATE, MAX_RATE, ...), in mL/h.
+RATE_RESOLUTION_ML_PER_H: Final = Decimal("0.01")
+#: One count of a volume register (VTBI, VTBI_REMAINING, VOLUME_INFUSED), in mL.
+VOLUME_RESOLUTION_ML: Final = Decimal("0.001")
+
+#: Engineering values accepted by the encoders.
+Number = Decimal | int | float
+
+# 60 digits hold every u32 count at every resolution used here exactly; traps make surprises errors.
+_EXACT: Final = Context(
+    prec=60, rounding=ROUND_DOWN, traps=[InvalidOperation, DivisionByZero, Overflow]
+)
+
+
+def as_decimal(value: Number) -> Decimal:
+    """Return ``value`` as a finite :class:`Decimal` (a float via its shortest ``repr``).
+
+    Raises :class:`RegisterEncodeError` for ``bool``, non-numbers, NaN and infinities.
+    """
+    if isinstance(value, bool):
+        raise RegisterEncodeError(f"{show(value)} is a bool, not a number")
+    if isinstance(value, Decimal):
+        decimal = value
+    elif isinstance(value, int):
+        decimal = Decimal(value)
+    elif isinstance(value, float):
+        decimal = Decimal(repr(value))
+    else:
+        raise RegisterEncodeError(f"{show(value)} is not a number")
+    if not decimal.is_finite():
+        raise RegisterEncodeError(f"{show(value)} is not a finite number")
+    return decimal
+
+
+def _brief(decimal: Decimal) -> str:
+    """``decimal`` for an error message, shortened when it has very many digits."""
+    text = str(decimal)
+    return text if len(text) <= 40 else f"{decimal:.6E}"
+
+
+def to_counts(value: Number, resolution: Decimal, *, max_counts: int = U32_MAX) -> int:
+    """Convert an engineering ``value`` to register counts of ``resolution``, truncating toward 0.
+
+    The result ``n`` satisfies ``n * resolution <= value < (n + 1) * resolution``.  Raises
+    :class:`RegisterEncodeError` when ``value`` is negative, not a finite number, or needs more
+    than ``max_counts`` counts.
+    """
+    decimal = as_decimal(value)
+    with localcontext(_EXACT):
+        if decimal < 0:
+            raise RegisterEncodeError(f"{_brief(decimal)} is negative")
+        if decimal >= (max_counts + 1) * resolution:
+            raise RegisterEncodeError(
+                f"{_brief(decimal)} is too large: at most {max_counts * resolution} "
+                f"({max_counts} counts of {resolution})"
+            )
+        return int(decimal // resolution)
+
+
+def from_counts(counts: int, resolution: Decimal) -> Decimal:
+    """Convert register ``counts`` to the exact engineering value ``counts * resolution``.
+
+    Raises :class:`RegisterDecodeError` when ``counts`` is not a non-negative ``int``.
+    """
+    if not isinstance(counts, int) or isinstance(counts, bool) or counts < 0:
+        raise RegisterDecodeError(f"{show(counts)} is not a register count")
+    with localcontext(_EXACT):
+        return Decimal(counts) * resolution
+
+
+def rate_ml_per_h_to_counts(rate_ml_per_h: Number) -> int:
+    """Rate in mL/h to counts of 0.01 mL/h, truncated toward zero (15.489 -> 1548)."""
+    return to_counts(rate_ml_per_h, RATE_RESOLUTION_ML_PER_H)
+
+
+def counts_to_rate_ml_per_h(counts: int) -> Decimal:
+    """Counts of 0.01 mL/h to the exact rate in mL/h (1548 -> 15.48)."""
+    return from_counts(counts, RATE_RESOLUTION_ML_PER_H)
+
+
+def volume_ml_to_counts(volume_ml: Number) -> int:
+    """Volume in mL to counts of 0.001 mL, truncated toward zero (2.5009 -> 2500)."""
+    return to_counts(volume_ml, VOLUME_RESOLUTION_ML)
+
+
+def counts_to_volume_ml(counts: int) -> Decimal:
+    """Counts of 0.001 mL to the exact volume in mL (2500 -> 2.500)."""
+    return from_counts(counts, VOLUME_RESOLUTION_ML)
