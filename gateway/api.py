@@ -12,7 +12,6 @@ acted on in the channel's next control cycle (202 Accepted).
 from __future__ import annotations
 
 import hmac
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
@@ -21,25 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.channel import Channel
 from gateway.daemon import Gateway
-from gateway.errors import ConfigError, InputError
+from gateway.errors import InputError
 from gateway.metrics import CONTENT_TYPE
 
 _BODY = ConfigDict(extra="forbid")
-TOKEN_MIN_LENGTH = 16
-
-
-def read_token_file(path: Path | str) -> str:
-    """The bearer token from ``path`` (first line, stripped); ConfigError if unusable."""
-    file = Path(path)
-    try:
-        token = file.read_text(encoding="utf-8").strip().splitlines()[0].strip()
-    except (OSError, IndexError) as exc:
-        raise ConfigError(f"token_file {str(file)!r}: cannot read a token: {exc}") from exc
-    if len(token) < TOKEN_MIN_LENGTH:
-        raise ConfigError(
-            f"token_file {str(file)!r}: token must be at least {TOKEN_MIN_LENGTH} characters"
-        )
-    return token
 
 
 class TiterBody(BaseModel):

@@ -20,9 +20,19 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
-#: subcommand -> (module under gateway.cli, one-line help)
+#: subcommand -> (module under gateway.cli[:suffix of its add_/run_ functions], one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("plan", "compute a patient's daily dose and infusion rate (no pump needed)"),
+    "run": ("run", "run the gateway daemon (config file, or one channel from flags)"),
+    "status": ("client:status", "show a running gateway's channels, days and alarms"),
+    "titer": ("client:titer", "post a morning IgM titer to a running gateway"),
+    "weight": ("client:weight", "correct a patient's weight on a running gateway"),
+    "ack": ("client:ack", "acknowledge a channel's alarms and let it resume"),
+    "stop": ("client:stop", "stop a channel's pump"),
+    "vasopressors-withdrawn": (
+        "client:vasopressors",
+        "record that vasopressors were withdrawn (no new day starts)",
+    ),
 }
 
 
@@ -46,9 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        module = importlib.import_module(f"gateway.cli.{module_name}")
-        module.add_arguments(sub)
-        sub.set_defaults(_module=module)
+        module_path, _, suffix = module_name.partition(":")
+        module = importlib.import_module(f"gateway.cli.{module_path}")
+        add = getattr(module, f"add_{suffix}" if suffix else "add_arguments")
+        add(sub)
+        sub.set_defaults(_run=getattr(module, f"run_{suffix}" if suffix else "run"))
     return parser
 
 
@@ -57,14 +69,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        code: int = args._module.run(args)
+        code: int = args._run(args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except GatewayError as exc:
-        # Every typed input refusal (InputError, ConfigError, ...) is a usage problem.
+        # A typed input refusal (InputError, ConfigError, ...) is a usage problem (2); an error
+        # class may say otherwise (an unreachable daemon or pump is 1).
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return int(getattr(exc, "exit_code", EXIT_USAGE))
     except KeyboardInterrupt:
         return 130
     return code

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.api import create_app, read_token_file
+from gateway.api import create_app
 from gateway.config import build_config
 from gateway.daemon import Gateway
 from gateway.errors import ConfigError
+from gateway.tokens import read_token_file
 from protocol.clock import ManualClock
 from simulator.model import PumpModel
 from tests.gateway.model_driver import ModelDriver

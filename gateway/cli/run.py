@@ -1,0 +1,150 @@
+"""``infusion-gateway run``: the daemon, from a TOML config or, for one channel, from flags."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from gateway.config import GatewayConfig, build_config, load_config, parse_host_port
+from gateway.dosing import Arm
+from gateway.errors import InputError
+from gateway.logs import configure_logging
+
+log = structlog.get_logger("gateway.run")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML config file (see docs/operations.md)")
+    one = parser.add_argument_group("one channel from flags (instead of --config)")
+    one.add_argument("--pump", help="pump URL, e.g. newera:///dev/ttyUSB0")
+    one.add_argument("--arm", choices=[a.value for a in Arm])
+    one.add_argument("--weight-kg", type=float)
+    one.add_argument("--igm-mg-dl", type=float)
+    one.add_argument("--hematocrit", type=float)
+    one.add_argument("--state-dir", type=Path)
+    one.add_argument("--channel-id", default="bed1")
+    one.add_argument("--poll-interval-s", type=float)
+    parser.add_argument("--api", help="HOST:PORT for the HTTP API (loopback by default)")
+    parser.add_argument("--token-file", type=Path, help="file holding the API's bearer token")
+    parser.add_argument("--time-scale", type=float, help="HIL rigs only: simulated s per real s")
+    parser.add_argument(
+        "--log-json",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="JSON log lines (default: JSON unless stderr is a terminal)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> GatewayConfig:
+    """A validated config from ``--config`` or from the one-channel flags."""
+    if args.config is not None:
+        clashing = [f for f in ("pump", "arm", "weight_kg", "state_dir") if getattr(args, f)]
+        if clashing:
+            raise InputError(
+                "--config", f"used alone, without --{clashing[0].replace('_', '-')}", True
+            )
+        config = load_config(args.config)
+        data: dict[str, Any] = config.model_dump(mode="json", exclude_unset=True)
+    else:
+        missing = [
+            f"--{f.replace('_', '-')}"
+            for f in ("pump", "arm", "weight_kg", "state_dir")
+            if getattr(args, f) is None
+        ]
+        if missing:
+            raise InputError(missing[0], "given (or use --config FILE)", None)
+        channel: dict[str, Any] = {
+            "id": args.channel_id,
+            "pump": args.pump,
+            "arm": args.arm,
+            "weight_kg": args.weight_kg,
+        }
+        if args.igm_mg_dl is not None:
+            channel["igm_mg_dl"] = args.igm_mg_dl
+        if args.hematocrit is not None:
+            channel["hematocrit"] = args.hematocrit
+        data = {"state_dir": str(args.state_dir), "channels": [channel]}
+        if args.poll_interval_s is not None:
+            data["control"] = {"poll_interval_s": args.poll_interval_s}
+    if args.time_scale is not None:
+        data["time_scale"] = args.time_scale
+    if args.api is not None or args.token_file is not None:
+        api = dict(data.get("api") or {})
+        if args.api is not None:
+            api["listen"] = args.api
+        if args.token_file is not None:
+            api["token_file"] = str(args.token_file)
+        data["api"] = api
+    return build_config(data, source="--config" if args.config else "flags")
+
+
+async def serve(config: GatewayConfig, *, announce: bool = True) -> int:
+    """Run the daemon until SIGTERM/SIGINT; the API (if configured) alongside."""
+    from gateway.api import create_app
+    from gateway.daemon import Gateway
+    from gateway.tokens import read_token_file
+
+    token = read_token_file(config.api.token_file) if config.api and config.api.token_file else None
+    gateway = Gateway(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = None
+    server_task = None
+    info: dict[str, Any] = {
+        "channels": list(gateway.channels),
+        "state_dir": str(config.state_dir),
+        "time_scale": config.time_scale,
+        "poll_interval_s": gateway.poll_interval_s,
+    }
+    if config.api is not None:
+        import uvicorn
+
+        host, port = parse_host_port(config.api.listen, "api.listen")
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(gateway, token),
+                host=host,
+                port=port,
+                log_level="warning",
+                lifespan="off",
+            )
+        )
+        server_task = asyncio.create_task(server.serve())
+        while not server.started:
+            if server_task.done():
+                await server_task
+                raise InputError("api.listen", "a free address to listen on", config.api.listen)
+            await asyncio.sleep(0.01)
+        bound = server.servers[0].sockets[0].getsockname()
+        info["api"] = f"{bound[0]}:{bound[1]}"
+    if announce:
+        print(json.dumps(info), flush=True)
+    log.info("gateway_started", **info)
+    try:
+        await gateway.run(stop)
+    finally:
+        if server is not None and server_task is not None:
+            server.should_exit = True
+            await server_task
+    log.info("gateway_stopped", reason="signal")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    configure_logging(json_lines=args.log_json)
+    if config.time_scale != 1.0:
+        print(
+            f"WARNING: --time-scale {config.time_scale:g}: simulated time, for HIL rigs only",
+            file=sys.stderr,
+        )
+    return asyncio.run(serve(config))
