@@ -125,12 +125,18 @@ class Gateway:
         *,
         max_ticks: int | None = None,
         until: Callable[[], bool] | None = None,
+        after_tick: Callable[[], None] | None = None,
     ) -> None:
-        """Tick until ``stop`` is set (or ``max_ticks`` / ``until()``), then shut down."""
+        """Tick until ``stop`` is set (or ``max_ticks`` / ``until()``), then shut down.
+
+        ``after_tick`` runs after every tick (the demo's virtual patient and operator).
+        """
         try:
             while not stop.is_set():
                 tick_start = self.clock.monotonic()
                 await self.tick()
+                if after_tick is not None:
+                    after_tick()
                 if (max_ticks is not None and self.cycles >= max_ticks) or (until and until()):
                     break
                 await self._wait_for_next_tick(tick_start, stop)

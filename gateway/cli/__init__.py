@@ -14,7 +14,10 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from drivers.errors import DriverConfigError, DriverError
 from gateway.errors import GatewayError
+from protocol.errors import ProtocolError
+from simulator.errors import FaultScriptError, OutOfRangeError, SimulatorError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -23,6 +26,7 @@ EXIT_USAGE = 2
 #: subcommand -> (module under gateway.cli[:suffix of its add_/run_ functions], one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("plan", "compute a patient's daily dose and infusion rate (no pump needed)"),
+    "demo": ("demo", "run a whole course on the built-in simulator, in virtual time"),
     "run": ("run", "run the gateway daemon (config file, or one channel from flags)"),
     "status": ("client:status", "show a running gateway's channels, days and alarms"),
     "titer": ("client:titer", "post a morning IgM titer to a running gateway"),
@@ -78,6 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # class may say otherwise (an unreachable daemon or pump is 1).
         print(f"error: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_code", EXIT_USAGE))
+    except (DriverConfigError, FaultScriptError, OutOfRangeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)  # bad URL, option or fault script: input
+        return EXIT_USAGE
+    except (DriverError, SimulatorError, ProtocolError) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
     return code
