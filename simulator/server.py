@@ -76,7 +76,7 @@ def load_scenario(name_or_path: str) -> FaultScript:
     path = Path(name_or_path)
     if not path.exists():
         names = ", ".join(builtin_scenarios())
-        raise SimulatorError(
+        raise FaultScriptError(
             f"--faults {name_or_path!r}: not a file, nor a built-in scenario ({names})"
         )
     return load_fault_script(path)
