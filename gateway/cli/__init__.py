@@ -27,6 +27,8 @@ EXIT_USAGE = 2
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("plan", "compute a patient's daily dose and infusion rate (no pump needed)"),
     "demo": ("demo", "run a whole course on the built-in simulator, in virtual time"),
+    "sim": ("sim", "serve the software pump over NE-1000 or Modbus until stopped"),
+    "pump": ("pump", "bedside diagnostics: info, status, start, stop, set-rate on one pump"),
     "run": ("run", "run the gateway daemon (config file, or one channel from flags)"),
     "status": ("client:status", "show a running gateway's channels, days and alarms"),
     "titer": ("client:titer", "post a morning IgM titer to a running gateway"),

@@ -1,0 +1,95 @@
+"""``infusion-gateway pump``: bedside diagnostics for one pump, before a gateway drives it.
+
+    infusion-gateway pump info     --url URL [--json]
+    infusion-gateway pump status   --url URL [--json]
+    infusion-gateway pump start    --url URL
+    infusion-gateway pump stop     --url URL
+    infusion-gateway pump set-rate RATE_ML_PER_H --weight-kg W --url URL [--json]
+
+``set-rate`` passes the one safety check first: a rate above 0.4 mL/kg/h x W is refused
+(exit 2) before a byte is sent.  A pump that does not answer exits 1 with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+ACTIONS = ("info", "status", "start", "stop", "set-rate")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=ACTIONS)
+    parser.add_argument("rate_ml_per_h", nargs="?", type=float, help="set-rate: mL/h")
+    parser.add_argument(
+        "--url",
+        required=True,
+        help="pump URL, e.g. newera:///dev/ttyUSB0?baud=19200 or modbus+tcp://HOST:PORT",
+    )
+    parser.add_argument(
+        "--weight-kg", type=float, help="set-rate: the patient's weight (30-250 kg)"
+    )
+    parser.add_argument("--timeout-s", type=float, default=1.0, help="per-request timeout")
+    parser.add_argument("--json", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from drivers import make_pump
+    from gateway.errors import InputError
+    from gateway.safety import check_rate
+
+    approved = None
+    if args.action == "set-rate":
+        if args.rate_ml_per_h is None:
+            raise InputError("RATE_ML_PER_H", "given after set-rate", None)
+        if args.weight_kg is None:
+            raise InputError("--weight-kg", "given with set-rate (30-250 kg)", None)
+        approved = check_rate(args.rate_ml_per_h, weight_kg=args.weight_kg)  # before any I/O
+    elif args.rate_ml_per_h is not None:
+        raise InputError(
+            "RATE_ML_PER_H", f"given only with set-rate, not {args.action}", args.rate_ml_per_h
+        )
+    pump = make_pump(args.url, timeout_s=args.timeout_s)
+    try:
+        identity = pump.open()
+        result: dict[str, Any]
+        if args.action == "info":
+            result = {
+                "vendor": identity.vendor,
+                "model": identity.model,
+                "firmware": identity.firmware,
+                "max_rate_ml_per_h": identity.max_rate_ml_per_h,
+                "rate_resolution_ml_per_h": identity.rate_resolution_ml_per_h,
+                "url": args.url,
+            }
+        elif args.action == "status":
+            result = pump.read_status().to_dict()
+        elif args.action == "start":
+            pump.start()
+            result = {"started": True, **pump.read_status().to_dict()}
+        elif args.action == "stop":
+            pump.stop()
+            result = {"stopped": True, **pump.read_status().to_dict()}
+        else:
+            assert approved is not None
+            readback = pump.set_rate(approved)
+            result = {
+                "approved_ml_per_h": readback.approved_ml_per_h,
+                "sent_ml_per_h": readback.sent_ml_per_h,
+                "readback_ml_per_h": readback.readback_ml_per_h,
+                "resolution_ml_per_h": readback.resolution_ml_per_h,
+                "exact": readback.exact,
+                "ceiling_ml_per_h": approved.ceiling_ml_per_h,
+            }
+    finally:
+        pump.close()
+    print(json.dumps(result) if args.json else _render(result))
+    if args.action == "set-rate" and not result["exact"]:
+        return 1
+    return 0
+
+
+def _render(result: dict[str, Any]) -> str:
+    width = max(len(k) for k in result)
+    return "\n".join(f"{key.ljust(width)}  {value}" for key, value in result.items())
