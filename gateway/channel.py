@@ -666,7 +666,12 @@ class Channel:
         if self.state is ChannelState.AWAITING_TITER:
             return
         remaining = max((self.s["prescribed_ml"] or 0.0) - self.s["delivered_ml"], 0.0)
-        if remaining <= VOLUME_EPSILON_ML or PumpAlarm.VTBI_COMPLETE in status.alarms:
+        vtbi_complete = PumpAlarm.VTBI_COMPLETE in status.alarms
+        if vtbi_complete and self.s["commanded_rate_ml_per_h"] is None:
+            # Left over from a VTBI this day never set (yesterday's, or before a re-plan).
+            self._clear_pump_advisories(status)
+            vtbi_complete = False
+        if remaining <= VOLUME_EPSILON_ML or vtbi_complete:
             if self.state is not ChannelState.DAY_COMPLETE:
                 if status.state is PumpState.INFUSING:
                     self._stop_pump("day's volume delivered")
