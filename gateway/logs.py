@@ -35,3 +35,6 @@ def configure_logging(*, json_lines: bool | None = None, level: str = "info") ->
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    # pymodbus logs an ERROR for every timeout it sees; the driver already turns each into a
+    # typed error that the channel journals and alarms on, so its own lines would only be noise.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
