@@ -58,6 +58,8 @@ VOLUME_EPSILON_ML = 0.01
 OVER_DELIVERY_TOLERANCE = 0.005
 #: Re-command the rate when the plan moves by more than this fraction (and two pump steps).
 REPLAN_FRACTION = 0.005
+#: No re-planning of a running infusion in the last this-many seconds of a day window.
+REPLAN_QUIET_S = 1800.0
 
 
 class ChannelState(StrEnum):
@@ -167,6 +169,7 @@ class Channel:
             "lost_since_wall_s": None,
             "state_before_loss": None,
             "resume_requested": False,
+            "totals_clear_pending": False,
             "last_good_poll_wall_s": None,
         }
         if cfg.arm is Arm.TITER:
@@ -436,6 +439,11 @@ class Channel:
         if last is None:
             return
         delta = now_ml - last
+        if delta < -VOLUME_EPSILON_ML and self.s.get("totals_clear_pending"):
+            # The day-boundary clear went through before it could be recorded.
+            self.s["totals_clear_pending"] = False
+            self._journal("totals_cleared", {"recovered": True, "totalizer_ml": now_ml})
+            delta = now_ml
         if delta < -VOLUME_EPSILON_ML:
             # The pump's totalizer went back (cleared, or replaced): what it delivered since the
             # last reading is unknown.  Never guess low and over-deliver: stop, ask a person.
@@ -624,6 +632,8 @@ class Channel:
         window_day = day_window(max(elapsed, 0.0)).day
         while window_day > self.s["day"] and self.state is not ChannelState.COMPLETED:
             day = self.s["day"]
+            if not self._settle_totalizer(day, clear=self._course_over_after(day) is None):
+                return  # the pump did not answer: the day closes on a later cycle
             prescribed = self.s["prescribed_ml"] or 0.0
             delivered = self.s["delivered_ml"]
             self._journal(
@@ -657,6 +667,29 @@ class Channel:
                 self._set_state(ChannelState.STARTING, f"day {day + 1} begins")
             self._open_day(day + 1)
 
+    def _settle_totalizer(self, day: int, *, clear: bool) -> bool:
+        """At a window's end: stop, account the last drop, and zero the pump's totalizer.
+
+        A fresh totalizer each day keeps the count in an NE-1000's finest units (its display
+        has four digits: 0.1 mL above 100 mL, 1 mL above 1000 mL).  The clear is journalled as
+        pending first; if the gateway dies before recording it, the next reading below the
+        last one is recognised as this clear, not as a totalizer going back.
+        """
+        self._stop_pump(f"day {day} window ends")
+        try:
+            self._account(self.driver.read_status())
+            if clear:
+                self.s["totals_clear_pending"] = True
+                self._journal("command", {"command": "clear_totals", "reason": "new day window"})
+                self.driver.clear_totals()
+                self.s["last_totalizer_ml"] = 0.0
+                self.s["totals_clear_pending"] = False
+                self._journal("totals_cleared", {"day": day + 1})
+        except DriverError as exc:
+            self._on_silence(exc)
+            return False
+        return True
+
     # -- driving the pump -----------------------------------------------------------------
 
     def _window_remaining_s(self) -> float:
@@ -687,8 +720,12 @@ class Channel:
             ceiling_ml_per_h=self._ceiling(),
         )
         commanded = self.s["commanded_rate_ml_per_h"]
+        # In the window's last half hour the pump's VTBI finishes the day: re-planning there
+        # would only chase the totalizer's rounding.
+        settled = self._window_remaining_s() < REPLAN_QUIET_S
         needs_command = commanded is None or (
-            abs(plan.rate_ml_per_h - commanded)
+            not settled
+            and abs(plan.rate_ml_per_h - commanded)
             > max(2 * self._resolution(), REPLAN_FRACTION * commanded)
         )
         if needs_command or status.state is not PumpState.INFUSING:
