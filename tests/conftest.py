@@ -1,4 +1,4 @@
-"""Shared test set-up: hypothesis profiles and a guard that fails any test leaving threads behind."""
+"""Shared test set-up: hypothesis profiles, and a guard that fails tests leaving threads behind."""
 
 from __future__ import annotations
 
