@@ -1,0 +1,239 @@
+"""Two processes, as on a HIL rig: ``infusion-gateway sim`` and ``infusion-gateway run``.
+
+The gateway is killed with SIGKILL mid-day and restarted with the same state directory: it
+reconciles with the pump's totalizer, never starts the day again from zero, and the day ends
+within 0.5 % of its prescription — checked against the simulator's own ground truth.
+
+Real processes run on real (scaled) time, so these tests poll the journal with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+pytestmark = pytest.mark.timeout(240)
+
+TIME_SCALE = 1200.0  # a day in 72 real seconds
+
+
+def _spawn(*args: str, stderr: IO[str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", *args],
+        stdout=subprocess.PIPE,
+        stderr=stderr or subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def _first_json_line(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line, f"process exited early with {proc.poll()}"
+    return dict(json.loads(line))
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    return out
+
+
+def _days(state_dir: Path) -> list[tuple[int, float, float, int]]:
+    db = state_dir / "journal.sqlite3"
+    if not db.exists():
+        return []
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+        try:
+            return list(
+                conn.execute(
+                    "SELECT day, prescribed_ml, delivered_ml, closed FROM days"
+                    " WHERE channel = 'bed1' ORDER BY day"
+                )
+            )
+        except sqlite3.OperationalError:
+            return []
+
+
+def _wait_for(condition: Any, deadline_s: float, what: str) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)  # real processes on real time: poll with a deadline
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def simulator() -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
+    proc = _spawn(
+        "sim",
+        "--protocol",
+        "newera",
+        "--listen",
+        "pty",
+        "--time-scale",
+        str(TIME_SCALE),
+        "--max-rate-ml-per-h",
+        "100",
+    )
+    try:
+        yield proc, _first_json_line(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+
+
+def test_invariant_6_kill_9_mid_day_then_restart(
+    simulator: tuple[subprocess.Popen[str], dict[str, Any]], tmp_path: Path
+) -> None:
+    sim, info = simulator
+    state_dir = tmp_path / "state"
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'state_dir = "{state_dir}"\n'
+        f"time_scale = {TIME_SCALE}\n"
+        "[control.auto_resume]\nmax_gap_s = 3600\n"
+        "[[channels]]\n"
+        f'id = "bed1"\npump = "{info["pump_url"]}"\narm = "flat"\nweight_kg = 70\n'
+    )
+    log = (tmp_path / "gateway.log").open("w")
+    gateway = _spawn("run", "--config", str(config), stderr=log)
+    try:
+        _first_json_line(gateway)
+        _wait_for(lambda: any(d[2] > 100.0 for d in _days(state_dir)), 60, "100 mL on day 1")
+        gateway.kill()  # SIGKILL: no shutdown, no journal entry
+        gateway.wait(timeout=10)
+        before = _days(state_dir)[0][2]
+        gateway = _spawn("run", "--config", str(config), stderr=log)
+        _first_json_line(gateway)
+        _wait_for(lambda: any(d[0] == 1 and d[3] for d in _days(state_dir)), 120, "day 1 closed")
+    finally:
+        _stop(gateway)
+        log.close()
+    final = json.loads(_stop(sim).strip().splitlines()[-1])
+    days = _days(state_dir)
+    day1 = days[0]
+    assert day1[1] == pytest.approx(350.0)
+    assert day1[2] >= before  # never restarted from zero
+    assert day1[2] == pytest.approx(350.0, rel=0.005)
+    assert day1[2] <= 350.0 * 1.005
+    # The pump's own ground truth: all it delivered equals what the journal accounted, to within
+    # what one poll interval at the planned rate delivers (the gateway stopped it on SIGTERM).
+    journal_total = sum(d[2] for d in days)
+    assert final["lifetime_volume_infused_ml"] == pytest.approx(journal_total, abs=1.0)
+    events = (tmp_path / "gateway.log").read_text()
+    assert '"event": "reconciled"' in events
+    assert '"restarted": true' in events
+
+
+def test_sim_cli_contract_first_and_last_lines() -> None:
+    proc = _spawn("sim", "--protocol", "modbus", "--listen", "tcp://127.0.0.1:0")
+    first = _first_json_line(proc)
+    assert first["listening"].startswith("tcp://127.0.0.1:")
+    assert first["pump_url"].startswith("modbus+tcp://127.0.0.1:")
+    final = json.loads(_stop(proc).strip().splitlines()[-1])
+    assert final["lifetime_volume_infused_ml"] == 0.0
+    assert proc.returncode == 0
+
+
+def test_run_drives_sim_and_bedside_commands_talk_to_it(
+    simulator: tuple[subprocess.Popen[str], dict[str, Any]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from gateway.cli import main
+
+    sim, info = simulator
+    token = tmp_path / "token"
+    token.write_text("a-long-enough-test-token\n")
+    state_dir = tmp_path / "state"
+    gateway = _spawn(
+        "run",
+        "--pump",
+        info["pump_url"],
+        "--arm",
+        "titer",
+        "--weight-kg",
+        "70",
+        "--igm-mg-dl",
+        "30",
+        "--hematocrit",
+        "0.35",
+        "--state-dir",
+        str(state_dir),
+        "--api",
+        "127.0.0.1:0",
+        "--token-file",
+        str(token),
+        "--time-scale",
+        str(TIME_SCALE),
+    )
+    try:
+        started = _first_json_line(gateway)
+        api = started["api"]
+        _wait_for(lambda: any(d[2] > 1.0 for d in _days(state_dir)), 60, "infusion under way")
+        capsys.readouterr()
+        assert main(["status", "--api", api, "--token-file", str(token), "--json"]) == 0
+        status = json.loads(capsys.readouterr().out)
+        (channel,) = status["channels"]
+        assert channel["id"] == "bed1"
+        assert channel["state"] == "infusing"
+        assert channel["alarms"] == []
+        assert {"day", "prescribed_ml", "delivered_ml"} <= set(channel["days"][0])
+        # A bad titer is refused with the field named, exit 2; a good one is accepted.
+        assert (
+            main(
+                [
+                    "titer",
+                    "--api",
+                    api,
+                    "--token-file",
+                    str(token),
+                    "--igm-mg-dl",
+                    "30",
+                    "--hematocrit",
+                    "35",
+                ]
+            )
+            == 2
+        )
+        assert "hematocrit" in capsys.readouterr().err
+        assert (
+            main(
+                [
+                    "titer",
+                    "--api",
+                    api,
+                    "--token-file",
+                    str(token),
+                    "--igm-mg-dl",
+                    "62",
+                    "--hematocrit",
+                    "0.34",
+                ]
+            )
+            == 0
+        )
+        # Without the token a write is refused.
+        assert main(["ack", "--api", api, "--operator", "x"]) == 2
+    finally:
+        _stop(gateway)
+    assert gateway.returncode == 0
+    with sqlite3.connect(state_dir / "journal.sqlite3") as conn:
+        kinds = [k for (k,) in conn.execute("SELECT kind FROM events ORDER BY id")]
+    assert "titer_received" in kinds
+    assert kinds[-1] in {"shutdown_stopped_pump", "shutdown"}
+    final = json.loads(_stop(sim).strip().splitlines()[-1])
+    assert final["state"] != "infusing"  # SIGTERM stopped the pump
