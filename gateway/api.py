@@ -2,7 +2,8 @@
 
 Reads: ``/livez``, ``/readyz``, ``/metrics``, ``GET /v1/channels[/{id}]``.
 Writes (each needs ``Authorization: Bearer <token>``, the token read from a file):
-``POST /v1/channels/{id}/titers``, ``/weight``, ``/vasopressors-withdrawn``, ``/ack``, ``/stop``.
+``POST /v1/channels/{id}/order`` (a channel waiting for one), ``/titers``, ``/weight``,
+``/vasopressors-withdrawn``, ``/ack``, ``/stop``.
 
 Bodies are pydantic models with unknown keys refused; a bad value is a 422 whose ``detail``
 names the field and the allowed range.  An accepted write is journalled before the response and
@@ -18,7 +19,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.channel import Channel
+from gateway.channel import Channel, ChannelBusyError
+from gateway.config import OrderConfig
 from gateway.daemon import Gateway
 from gateway.errors import InputError
 from gateway.metrics import CONTENT_TYPE
@@ -100,6 +102,8 @@ def create_app(gateway: Gateway, token: str | None) -> FastAPI:
     def apply(action: Any, *args: Any) -> None:
         try:
             action(*args)
+        except ChannelBusyError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         except InputError as exc:
             raise HTTPException(
                 422,
@@ -128,6 +132,11 @@ def create_app(gateway: Gateway, token: str | None) -> FastAPI:
     @app.get("/v1/channels/{channel_id}")
     def channel(ch: ChannelDep) -> dict[str, Any]:
         return ch.snapshot()
+
+    @app.post("/v1/channels/{channel_id}/order", dependencies=[Depends(require_token)])
+    def order(body: OrderConfig, ch: ChannelDep) -> JSONResponse:
+        apply(ch.submit_order, body)
+        return accepted(ch, "order")
 
     @app.post("/v1/channels/{channel_id}/titers", dependencies=[Depends(require_token)])
     def titer(body: TiterBody, ch: ChannelDep) -> JSONResponse:

@@ -32,7 +32,7 @@ import structlog
 from drivers.base import PumpDriver
 from drivers.errors import DriverError
 from drivers.status import PumpStatus
-from gateway.config import ChannelConfig, ControlConfig
+from gateway.config import ChannelConfig, ControlConfig, OrderConfig
 from gateway.dosing import (
     Arm,
     DailyDose,
@@ -65,6 +65,7 @@ REPLAN_QUIET_S = 1800.0
 class ChannelState(StrEnum):
     """What the channel is doing, as reported by ``status``."""
 
+    AWAITING_ORDER = "awaiting_order"
     STARTING = "starting"
     INFUSING = "infusing"
     DAY_COMPLETE = "day_complete"
@@ -88,6 +89,7 @@ class AlarmCode(StrEnum):
     OVER_DELIVERY = "over_delivery"
     UNSUPPORTED_PUMP = "unsupported_pump"
     LOW_BATTERY = "pump_low_battery"
+    START_WINDOW_EXCEEDED = "start_window_exceeded"
 
 
 #: Pump alarms that an automatic resume may clear: the pump's watchdog stopped it while the
@@ -146,14 +148,15 @@ class Channel:
             self._recovering = stored.get("state") not in (None, ChannelState.COMPLETED)
             stored["restarted"] = True
             return stored
-        cfg = self.config
         state: dict[str, Any] = {
-            "state": ChannelState.STARTING.value,
-            "arm": cfg.arm.value,
-            "weight_kg": cfg.weight_kg,
-            "ceiling_ml_per_kg_per_h": cfg.ceiling_ml_per_kg_per_h,
-            "concentration_mg_per_ml": cfg.product.concentration_mg_per_ml,
-            "igm_content_mg_per_ml": cfg.product.igm_content_mg_per_ml,
+            "state": ChannelState.AWAITING_ORDER.value,
+            "arm": None,
+            "weight_kg": None,
+            "ceiling_ml_per_kg_per_h": None,
+            "concentration_mg_per_ml": None,
+            "igm_content_mg_per_ml": None,
+            "randomised_at_s": None,
+            "start_override_reason": None,
             "course_start_wall_s": None,
             "day": 0,
             "day_start_wall_s": None,
@@ -172,19 +175,37 @@ class Channel:
             "totals_clear_pending": False,
             "last_good_poll_wall_s": None,
         }
-        if cfg.arm is Arm.TITER:
-            assert cfg.igm_mg_dl is not None
-            assert cfg.hematocrit is not None
+        order = self.config.order()
+        if order is None:
+            self._journal("channel_created", {"pump": self.config.pump}, state)
+        else:
+            self._take_order(state, order)
+        return state
+
+    def _take_order(self, state: dict[str, Any], order: OrderConfig) -> None:
+        """Fill the order's fields into ``state`` and journal the order."""
+        state.update(
+            state=ChannelState.STARTING.value,
+            arm=order.arm.value,
+            weight_kg=order.weight_kg,
+            ceiling_ml_per_kg_per_h=order.ceiling_ml_per_kg_per_h,
+            concentration_mg_per_ml=order.product.concentration_mg_per_ml,
+            igm_content_mg_per_ml=order.product.igm_content_mg_per_ml,
+            randomised_at_s=order.randomised_at_s,
+            start_override_reason=order.start_override_reason,
+        )
+        if order.arm is Arm.TITER:
+            assert order.igm_mg_dl is not None
+            assert order.hematocrit is not None
             state["titers"].append(
                 {
-                    "igm_mg_dl": cfg.igm_mg_dl,
-                    "hematocrit": cfg.hematocrit,
+                    "igm_mg_dl": order.igm_mg_dl,
+                    "hematocrit": order.hematocrit,
                     "measured_wall_s": self.clock.wall(),
                     "baseline": True,
                 }
             )
-        self._journal("order", {"config": cfg.model_dump(mode="json")}, state)
-        return state
+        self._journal("order", {"order": order.model_dump(mode="json")}, state)
 
     def _journal(
         self, kind: str, payload: dict[str, Any], state: dict[str, Any] | None = None
@@ -223,8 +244,8 @@ class Channel:
             "hematocrit": validate_hematocrit(hematocrit),
             "measured_wall_s": self.clock.wall() if measured_wall_s is None else measured_wall_s,
         }
-        if self.config.arm is not Arm.TITER:
-            raise InputError("arm", "titer for a titer to be used", self.config.arm.value)
+        if self.s["arm"] != Arm.TITER.value:
+            raise InputError("arm", "titer for a titer to be used", self.s["arm"])
         self.journal.record(
             self.id,
             "titer_received",
@@ -233,6 +254,23 @@ class Channel:
             monotonic_s=self.clock.monotonic(),
         )
         self._inbox.put(("titer", titer))
+
+    def submit_order(self, order: OrderConfig) -> None:
+        """A new order for a channel waiting for one; ChannelBusyError otherwise."""
+        if self.state is not ChannelState.AWAITING_ORDER:
+            raise ChannelBusyError(
+                f"channel {self.id} is {self.state.value}: an order is taken only while it is "
+                f"{ChannelState.AWAITING_ORDER.value}"
+            )
+        payload = {"order": order.model_dump(mode="json")}
+        self.journal.record(
+            self.id,
+            "order_received",
+            payload,
+            wall_s=self.clock.wall(),
+            monotonic_s=self.clock.monotonic(),
+        )
+        self._inbox.put(("order", {"order": order}))
 
     def submit_weight(self, weight_kg: float, reason: str = "") -> None:
         payload = {"weight_kg": validate_weight_kg(weight_kg), "reason": reason}
@@ -284,12 +322,20 @@ class Channel:
                 kind, payload = self._inbox.get_nowait()
             except queue.Empty:
                 return
-            if kind == "titer":
+            if kind == "order":
+                if self.state is ChannelState.AWAITING_ORDER:
+                    self._take_order(self.s, payload["order"])
+                else:
+                    self._journal("order_rejected", {"state": self.s["state"]})
+            elif kind == "titer":
                 self.s["titers"].append(payload)
                 self._journal("titer", payload)
                 if self.state is ChannelState.AWAITING_TITER:
                     self._open_day_dose()
             elif kind == "weight":
+                if self.s["arm"] is None:
+                    self._journal("weight_rejected", {"reason": "no order yet"})
+                    continue
                 self.s["weight_kg"] = payload["weight_kg"]
                 self._journal("weight", payload)
                 if self.s["prescribed_ml"] is not None and self.s["day"] > 0:
@@ -424,10 +470,17 @@ class Channel:
         if self.state in (ChannelState.ALARM, ChannelState.STOPPED):
             self._hold_stopped(status)
             return
+        if self.state is ChannelState.AWAITING_ORDER:
+            if status.state is PumpState.INFUSING:  # no order: nothing may run
+                self._stop_pump("pump infusing with no order")
+                self._raise_alarm(AlarmCode.STATE_MISMATCH, "pump was infusing with no order")
+            return
         if not self._verify(status):
             return
         if self.s["course_start_wall_s"] is None:
             self._start_course()
+            if self.s["course_start_wall_s"] is None:
+                return  # refused (start window): alarmed
         self._drive(status)
 
     # -- accounting (invariant 4) ---------------------------------------------------------
@@ -459,6 +512,9 @@ class Channel:
     # -- verification (invariant 3) -------------------------------------------------------
 
     def _ceiling(self) -> float:
+        """The rate ceiling in mL/h; 0 while there is no order (nothing may run)."""
+        if self.s["weight_kg"] is None:
+            return 0.0
         return ceiling_ml_per_h(self.s["weight_kg"], self.s["ceiling_ml_per_kg_per_h"])
 
     def _resolution(self) -> float:
@@ -528,11 +584,15 @@ class Channel:
 
     def _start_course(self) -> None:
         now = self.clock.wall()
-        cfg = self.config
-        if cfg.randomised_at_s is not None:
-            check = check_start_delay(
-                cfg.randomised_at_s, now, override_reason=cfg.start_override_reason
-            )
+        randomised_at_s = self.s["randomised_at_s"]
+        if randomised_at_s is not None:
+            try:
+                check = check_start_delay(
+                    randomised_at_s, now, override_reason=self.s["start_override_reason"]
+                )
+            except InputError as exc:
+                self._raise_alarm(AlarmCode.START_WINDOW_EXCEEDED, str(exc))
+                return
             self._journal(
                 "start_check",
                 {
@@ -914,9 +974,14 @@ class Channel:
             return
         self._clear_alarms("acknowledged by operator")
         self.s["commanded_rate_ml_per_h"] = None
+        if self.s["arm"] is None:
+            self._set_state(ChannelState.AWAITING_ORDER, "acknowledged; no order yet")
+            return
         self._set_state(ChannelState.STARTING, "resumed after acknowledgement")
         if self.s["course_start_wall_s"] is None:
             self._start_course()
+            if self.s["course_start_wall_s"] is None:
+                return
         if self.s["prescribed_ml"] is None and self.s["day"] > 0:
             self._open_day_dose()
         self._drive(status)
@@ -953,7 +1018,7 @@ class Channel:
             "arm": self.s["arm"],
             "weight_kg": self.s["weight_kg"],
             "pump": self.config.pump,
-            "ceiling_ml_per_h": self._ceiling(),
+            "ceiling_ml_per_h": self._ceiling() if self.s["weight_kg"] is not None else None,
             "day": self.s["day"],
             "days": days,
             "alarms": list(self.s["alarms"]),
@@ -972,5 +1037,5 @@ class Channel:
             return dict(self._snapshot)
 
 
-class ChannelError(GatewayError):
-    """A channel cannot be set up (bad state directory content, unknown channel id)."""
+class ChannelBusyError(GatewayError):
+    """The channel cannot take this input in its present state (the API answers 409)."""

@@ -76,12 +76,10 @@ class ControlConfig(BaseModel):
     auto_resume: AutoResumeConfig = AutoResumeConfig()
 
 
-class ChannelConfig(BaseModel):
-    """One patient's course on one pump."""
+class OrderConfig(BaseModel):
+    """A patient's order: the arm, the weight and, for the titer arm, the baseline titer."""
 
     model_config = _STRICT
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
-    pump: str = Field(min_length=1, description="pump URL, e.g. newera:///dev/ttyUSB0")
     arm: Arm
     weight_kg: float
     #: Titer arm: the baseline (day-1) titer and its hematocrit.
@@ -99,7 +97,7 @@ class ChannelConfig(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _titer_inputs(self) -> ChannelConfig:
+    def _titer_inputs(self) -> OrderConfig:
         if self.arm is Arm.TITER:
             if self.igm_mg_dl is None:
                 raise InputError("igm_mg_dl", "given for the titer arm (0-1000 mg/dL)", None)
@@ -108,6 +106,57 @@ class ChannelConfig(BaseModel):
         elif self.igm_mg_dl is not None or self.hematocrit is not None:
             raise InputError("igm_mg_dl", "omitted for the flat arm", self.igm_mg_dl)
         return self
+
+
+_ORDER_FIELDS = tuple(OrderConfig.model_fields)
+
+
+class ChannelConfig(BaseModel):
+    """One pump and, usually, the order for the patient on it.
+
+    Without ``arm`` and ``weight_kg`` the channel waits in ``awaiting_order`` until an order
+    arrives over the API (``POST /v1/channels/{id}/order``).
+    """
+
+    model_config = _STRICT
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    pump: str = Field(min_length=1, description="pump URL, e.g. newera:///dev/ttyUSB0")
+    arm: Arm | None = None
+    weight_kg: float | None = None
+    igm_mg_dl: float | None = None
+    hematocrit: float | None = None
+    ceiling_ml_per_kg_per_h: float = CEILING_ML_PER_KG_PER_H
+    product: ProductConfig = ProductConfig()
+    randomised_at_s: float | None = None
+    start_override_reason: str | None = None
+
+    # Checked field by field too, so that every bad field is named in one go.
+    _weight = field_validator("weight_kg")(lambda v: None if v is None else validate_weight_kg(v))
+    _ceiling = field_validator("ceiling_ml_per_kg_per_h")(
+        lambda v: validate_ceiling_ml_per_kg_per_h(v)
+    )
+
+    @model_validator(mode="after")
+    def _order_inputs(self) -> ChannelConfig:
+        if self.arm is None and self.weight_kg is None:
+            given = [f for f in _ORDER_FIELDS if f in self.model_fields_set]
+            if given:
+                raise InputError(given[0], "given only with arm and weight_kg (an order)", True)
+            return self
+        if self.arm is None:
+            raise InputError("arm", "flat or titer when weight_kg is given", None)
+        if self.weight_kg is None:
+            raise InputError("weight_kg", "a number from 30 to 250 kg when arm is given", None)
+        self.order()
+        return self
+
+    def order(self) -> OrderConfig | None:
+        """The order this channel starts with, or None to wait for one."""
+        if self.arm is None:
+            return None
+        return OrderConfig.model_validate(
+            {f: getattr(self, f) for f in _ORDER_FIELDS if f in self.model_fields_set}
+        )
 
 
 class ApiConfig(BaseModel):

@@ -66,7 +66,7 @@ class GatewayMetrics:
                     1.0 if snap["state"] == state.value else 0.0
                 )
             self.rate.labels(channel).set(snap["commanded_rate_ml_per_h"] or 0.0)
-            self.ceiling.labels(channel).set(snap["ceiling_ml_per_h"])
+            self.ceiling.labels(channel).set(snap["ceiling_ml_per_h"] or 0.0)
             self.day.labels(channel).set(snap["day"])
             today = snap["days"][-1] if snap["days"] else None
             self.prescribed.labels(channel).set(today["prescribed_ml"] if today else 0.0)

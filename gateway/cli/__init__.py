@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "pump": ("pump", "bedside diagnostics: info, status, start, stop, set-rate on one pump"),
     "run": ("run", "run the gateway daemon (config file, or one channel from flags)"),
     "status": ("client:status", "show a running gateway's channels, days and alarms"),
+    "order": ("client:order", "give a waiting channel its patient's order"),
     "titer": ("client:titer", "post a morning IgM titer to a running gateway"),
     "weight": ("client:weight", "correct a patient's weight on a running gateway"),
     "ack": ("client:ack", "acknowledge a channel's alarms and let it resume"),

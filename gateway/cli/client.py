@@ -51,6 +51,8 @@ def call(
             return json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         detail = _detail(exc)
+        if exc.code == 409:
+            raise ApiUnreachableError(f"refused by the gateway: {detail}") from None
         if 400 <= exc.code < 500:
             raise InputError(path.rsplit("/", 1)[-1], "accepted by the gateway", detail) from None
         raise ApiUnreachableError(f"gateway at {args.api} answered {exc.code}: {detail}") from None
@@ -161,3 +163,21 @@ def _post(args: argparse.Namespace, what: str, body: dict[str, Any]) -> int:
     answer = call(args, "POST", f"/v1/channels/{args.channel}/{what}", body)
     print(json.dumps(answer) if args.json else f"accepted: {what} for channel {args.channel}")
     return 0
+
+
+def add_order(parser: argparse.ArgumentParser) -> None:
+    add_common(parser)
+    parser.add_argument("--channel", default="bed1")
+    parser.add_argument("--arm", choices=["flat", "titer"], required=True)
+    parser.add_argument("--weight-kg", type=float, required=True, help="30-250 kg")
+    parser.add_argument("--igm-mg-dl", type=float, help="titer arm: baseline titer, 0-1000 mg/dL")
+    parser.add_argument("--hematocrit", type=float, help="titer arm: fraction, 0.10-0.70")
+
+
+def run_order(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"arm": args.arm, "weight_kg": args.weight_kg}
+    if args.igm_mg_dl is not None:
+        body["igm_mg_dl"] = args.igm_mg_dl
+    if args.hematocrit is not None:
+        body["hematocrit"] = args.hematocrit
+    return _post(args, "order", body)
