@@ -227,7 +227,7 @@ junk = st.one_of(
 
 
 @given(st.lists(st.integers(min_value=-(2**33), max_value=2**33), max_size=2 * STATUS_SPAN.count))
-def test_decode_status_of_random_integer_lists_raises_only_decode_errors(
+def test_invariant_7_decode_status_of_random_integer_lists_raises_only_decode_errors(
     registers: list[int],
 ) -> None:
     outcome = _decode_or_error(registers)
@@ -238,7 +238,7 @@ def test_decode_status_of_random_integer_lists_raises_only_decode_errors(
 
 
 @given(st.lists(u16, min_size=STATUS_SPAN.count, max_size=STATUS_SPAN.count))
-def test_decode_status_of_random_full_blocks_raises_only_decode_errors(
+def test_invariant_7_decode_status_of_random_full_blocks_raises_only_decode_errors(
     registers: list[int],
 ) -> None:
     outcome = _decode_or_error(registers)

@@ -476,7 +476,9 @@ fuzz_bytes = st.binary(max_size=300) | st.lists(
 
 @settings(max_examples=400)
 @given(fuzz_bytes)
-def test_random_bytes_into_the_reply_decoder_yield_only_frames_or_typed_errors(data: bytes) -> None:
+def test_invariant_7_random_bytes_into_the_reply_decoder_yield_only_frames_or_typed_errors(
+    data: bytes,
+) -> None:
     consumed, items = decode_replies(data)
     assert 0 <= consumed <= len(data)
     assert all(isinstance(i, ReplyFrame | NeDecodeError) for i in items)
@@ -486,7 +488,7 @@ def test_random_bytes_into_the_reply_decoder_yield_only_frames_or_typed_errors(d
 
 @settings(max_examples=400)
 @given(fuzz_bytes)
-def test_random_bytes_into_the_command_decoder_yield_only_frames_or_typed_errors(
+def test_invariant_7_random_bytes_into_the_command_decoder_yield_only_frames_or_typed_errors(
     data: bytes,
 ) -> None:
     consumed, items = decode_commands(data)
@@ -498,7 +500,7 @@ def test_random_bytes_into_the_command_decoder_yield_only_frames_or_typed_errors
 
 @settings(max_examples=200)
 @given(fuzz_bytes, st.data())
-def test_random_bytes_in_random_chunks_never_raise_from_either_stream(
+def test_invariant_7_random_bytes_in_random_chunks_never_raise_from_either_stream(
     data: bytes, draw: st.DataObject
 ) -> None:
     cuts = draw.draw(st.lists(st.integers(0, len(data)), max_size=10))
