@@ -227,3 +227,18 @@ def test_invariant_6_restart_after_long_gap_waits_for_ack(make_rig: Callable[...
     rig.channel.submit_ack("nurse f", "gateway back")
     rig.run(STEP_S)
     assert rig.channel.state is ChannelState.INFUSING
+
+
+def test_invariant_5_dead_gateway_the_pump_stops_itself(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig()
+    rig.run(3600)
+    snap = rig.model.snapshot()
+    assert snap.state.value == "infusing"
+    assert snap.watchdog_timeout_s == rig.channel.pump_watchdog_s  # armed by the channel
+    # The gateway dies: no more cycles.  The pump's own watchdog stops it, and it stays stopped.
+    rig.clock.advance(rig.channel.pump_watchdog_s + 1.0)
+    stopped = rig.model.snapshot()
+    assert stopped.state.value == "alarm"
+    assert PumpAlarm.COMM_TIMEOUT in stopped.alarms
+    rig.clock.advance(DAY_S)
+    assert rig.model.snapshot().lifetime_volume_infused_ml == stopped.lifetime_volume_infused_ml
