@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from types import MappingProxyType
 from typing import Final, Literal, TypeVar
 
 from pydantic import Field, field_validator
@@ -79,6 +78,7 @@ from protocol.modbus import (
 from protocol.modbus import (
     ModbusException as MapException,
 )
+from protocol.modbus.vendors import KNOWN_PUMPS
 
 __all__ = [
     "BAUD_RATES",
@@ -95,12 +95,7 @@ BAUD_RATES: Final = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
 #: Pumps this driver supports: ``(VENDOR_ID, MODEL_ID)`` -> vendor name.  MAP_VERSION must be
 #: :data:`protocol.modbus.MAP_VERSION` as well.
-SUPPORTED_PUMPS: Final[Mapping[tuple[int, int], str]] = MappingProxyType(
-    {
-        # The project's software pump (simulator/modbus_datastore.py): vendor "IG", model 1.
-        (0x4947, 0x0001): "infusion-gateway",
-    }
-)
+SUPPORTED_PUMPS: Final[Mapping[tuple[int, int], str]] = KNOWN_PUMPS
 
 #: After a failed request on RTU, input is discarded until the line has been quiet this long (s).
 _DRAIN_QUIET_S: Final = 0.05

@@ -55,6 +55,7 @@ from protocol.modbus import (
     volume_ml_to_counts,
 )
 from protocol.modbus.layout import BlockWriter
+from protocol.modbus.vendors import PROJECT_VENDOR_ID, SOFTWARE_PUMP_MODEL_ID
 from protocol.pump_state import PumpState
 from simulator.errors import SimulatorError
 from simulator.model import PumpModel, PumpSnapshot
@@ -69,10 +70,9 @@ __all__ = [
     "simulator_identification",
 ]
 
-#: VENDOR_ID of the software pump: 0x4947, ASCII "IG" (the infusion-gateway project).
-SIMULATOR_VENDOR_ID: Final = 0x4947
-#: MODEL_ID of the software pump.
-SIMULATOR_MODEL_ID: Final = 0x0001
+#: VENDOR_ID and MODEL_ID of the software pump (their home: protocol/modbus/vendors.py).
+SIMULATOR_VENDOR_ID: Final = PROJECT_VENDOR_ID
+SIMULATOR_MODEL_ID: Final = SOFTWARE_PUMP_MODEL_ID
 #: MODEL_NAME of the software pump.
 SIMULATOR_MODEL_NAME: Final = "IG-SIM-PUMP"
 #: SERIAL_NUMBER of the software pump.
