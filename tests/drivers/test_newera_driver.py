@@ -7,13 +7,11 @@ transport runs over both (a TCP close costs 0.3 s inside pyserial's ``socket://`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
 
 from drivers import make_pump, open_pump
-from drivers.approved_rate import ApprovedRate
 from drivers.errors import (
     DriverConfigError,
     LinkLostError,
@@ -23,7 +21,6 @@ from drivers.errors import (
     UnsupportedPumpError,
 )
 from drivers.newera import NeweraDriver, NeweraOptions
-from gateway.safety import check_rate
 from protocol.clock import ManualClock
 from protocol.newera import (
     FirmwareVersion,
@@ -31,54 +28,9 @@ from protocol.newera import (
 from protocol.pump_state import PumpAlarm, PumpState
 from simulator.model import PumpModel
 from simulator.newera_server import NeweraSimulatorServer
+from tests.drivers.newera_support import TIMEOUT_S, approved
 
 pytestmark = pytest.mark.timeout(20)
-
-TIMEOUT_S = 0.3
-WEIGHT_KG = 70.0  # ceiling 0.4 mL/kg/h x 70 kg = 28 mL/h
-
-
-def approved(rate_ml_per_h: float) -> ApprovedRate:
-    return check_rate(rate_ml_per_h, weight_kg=WEIGHT_KG)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def model(clock: ManualClock) -> PumpModel:
-    return PumpModel(clock, max_rate_ml_per_h=100.0)
-
-
-@pytest.fixture
-def server(model: PumpModel) -> Iterator[NeweraSimulatorServer]:
-    with NeweraSimulatorServer(model) as server:
-        yield server
-
-
-@pytest.fixture
-def driver(server: NeweraSimulatorServer) -> Iterator[NeweraDriver]:
-    driver = NeweraDriver(server.pump_url, timeout_s=TIMEOUT_S)
-    driver.open()
-    yield driver
-    driver.close()
-
-
-@pytest.fixture(params=["pty", "tcp"])
-def any_server(request: pytest.FixtureRequest, model: PumpModel) -> Iterator[NeweraSimulatorServer]:
-    listen = "pty" if request.param == "pty" else "tcp://127.0.0.1:0"
-    with NeweraSimulatorServer(model, listen=listen) as server:
-        yield server
-
-
-@pytest.fixture
-def any_driver(any_server: NeweraSimulatorServer) -> Iterator[NeweraDriver]:
-    driver = NeweraDriver(any_server.pump_url, timeout_s=TIMEOUT_S)
-    driver.open()
-    yield driver
-    driver.close()
 
 
 # --- options --------------------------------------------------------------------------------
