@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import pytest
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(300)
 
 TIME_SCALE = 1200.0  # a day in 72 real seconds
 
@@ -237,3 +237,52 @@ def test_run_drives_sim_and_bedside_commands_talk_to_it(
     assert kinds[-1] in {"shutdown_stopped_pump", "shutdown"}
     final = json.loads(_stop(sim).strip().splitlines()[-1])
     assert final["state"] != "infusing"  # SIGTERM stopped the pump
+
+
+def test_two_processes_at_600x_deliver_a_day_within_half_a_percent(tmp_path: Path) -> None:
+    """The HIL contract: ``sim`` and ``run`` both at ``--time-scale 600``, over Modbus TCP."""
+    sim = _spawn(
+        "sim",
+        "--protocol",
+        "modbus",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--time-scale",
+        "600",
+        "--max-rate-ml-per-h",
+        "100",
+    )
+    state_dir = tmp_path / "state"
+    try:
+        url = _first_json_line(sim)["pump_url"]
+        gateway = _spawn(
+            "run",
+            "--pump",
+            url,
+            "--arm",
+            "flat",
+            "--weight-kg",
+            "70",
+            "--state-dir",
+            str(state_dir),
+            "--time-scale",
+            "600",
+        )
+        try:
+            _first_json_line(gateway)
+            _wait_for(
+                lambda: any(d[0] == 1 and d[3] for d in _days(state_dir)),
+                200,
+                "day 1 closed (144 real seconds at 600x)",
+            )
+        finally:
+            _stop(gateway)
+    finally:
+        final = json.loads(_stop(sim).strip().splitlines()[-1])
+    day1 = _days(state_dir)[0]
+    assert day1[2] == pytest.approx(350.0, rel=0.005)
+    assert day1[2] <= 350.0 * 1.005
+    with sqlite3.connect(state_dir / "journal.sqlite3") as conn:
+        alarms = list(conn.execute("SELECT payload FROM events WHERE kind = 'alarm'"))
+    assert alarms == []  # no spurious silence or watchdog stop at this scale
+    assert final["lifetime_volume_infused_ml"] >= day1[2] - 0.01
