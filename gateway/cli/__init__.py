@@ -17,7 +17,6 @@ from typing import NoReturn
 from drivers.errors import DriverConfigError, DriverError
 from gateway.errors import GatewayError
 from protocol.errors import ProtocolError
-from simulator.errors import FaultScriptError, OutOfRangeError, SimulatorError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -85,15 +84,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         # class may say otherwise (an unreachable daemon or pump is 1).
         print(f"error: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_code", EXIT_USAGE))
-    except (DriverConfigError, FaultScriptError, OutOfRangeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)  # bad URL, option or fault script: input
+    except DriverConfigError as exc:  # a bad pump URL or option: input
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (DriverError, SimulatorError, ProtocolError) as exc:
+    except (DriverError, ProtocolError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except Exception as exc:
+        code = _simulator_exit_code(exc)
+        if code is None:
+            raise
+        print(
+            f"error: {exc}" if code == EXIT_USAGE else f"error: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        return code
     except KeyboardInterrupt:
         return 130
     return code
+
+
+def _simulator_exit_code(exc: Exception) -> int | None:
+    """Exit code for a simulator error, without importing the simulator on the daemon's path.
+
+    A bad fault script or simulator setting is input (2); any other simulator error is 1.
+    """
+    errors = sys.modules.get("simulator.errors")
+    if errors is None or not isinstance(exc, errors.SimulatorError):
+        return None
+    if isinstance(exc, errors.FaultScriptError | errors.OutOfRangeError):
+        return EXIT_USAGE
+    return EXIT_FAILURE
 
 
 if __name__ == "__main__":  # pragma: no cover
