@@ -127,3 +127,8 @@ def test_invariant_2_only_safety_check_makes_approved_rates() -> None:
 def test_invariant_7_bad_weight_refused_with_field_and_range(weight: object) -> None:
     with pytest.raises(InputError, match=r"weight_kg: must be a number from 30 to 250 kg"):
         check_rate(1.0, weight_kg=weight)  # type: ignore[arg-type]
+
+
+def test_invariant_2_rate_hooks_are_reached_only_through_set_rate() -> None:
+    """Backends write a rate in ``_write_rate``; only ``PumpDriver.set_rate`` calls it."""
+    assert set(_constructions_of("_write_rate")) == {"drivers/base.py"}
