@@ -62,6 +62,10 @@ REPLAN_FRACTION = 0.005
 REPLAN_QUIET_S = 1800.0
 
 
+class ChannelBusyError(GatewayError):
+    """The channel cannot take this input in its present state (the API answers 409)."""
+
+
 class ChannelState(StrEnum):
     """What the channel is doing, as reported by ``status``."""
 
@@ -1035,7 +1039,3 @@ class Channel:
         """The channel's status as JSON-ready data (thread-safe)."""
         with self._snapshot_lock:
             return dict(self._snapshot)
-
-
-class ChannelBusyError(GatewayError):
-    """The channel cannot take this input in its present state (the API answers 409)."""
