@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -123,7 +122,6 @@ class Channel:
         control: ControlConfig,
         *,
         pump_watchdog_s: float | None = None,
-        on_event: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.id = config.id
         self.config = config
@@ -132,7 +130,6 @@ class Channel:
         self.clock = clock
         self.control = control
         self.pump_watchdog_s = pump_watchdog_s or control.pump_watchdog_s
-        self._on_event = on_event
         self._inbox: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self._snapshot_lock = threading.Lock()
         self._snapshot: dict[str, Any] = {}
@@ -221,11 +218,9 @@ class Channel:
             payload,
             wall_s=self.clock.wall(),
             monotonic_s=self.clock.monotonic(),
-            state=state if state is not None else getattr(self, "s", None),
+            state=state if state is not None else self.s,
         )
         self._log.info(kind, **payload)
-        if self._on_event is not None:
-            self._on_event(kind, payload)
 
     @property
     def state(self) -> ChannelState:
@@ -250,14 +245,7 @@ class Channel:
         }
         if self.s["arm"] != Arm.TITER.value:
             raise InputError("arm", "titer for a titer to be used", self.s["arm"])
-        self.journal.record(
-            self.id,
-            "titer_received",
-            titer,
-            wall_s=self.clock.wall(),
-            monotonic_s=self.clock.monotonic(),
-        )
-        self._inbox.put(("titer", titer))
+        self._receive("titer", titer)
 
     def submit_order(self, order: OrderConfig) -> None:
         """A new order for a channel waiting for one; ChannelBusyError otherwise."""
@@ -267,58 +255,37 @@ class Channel:
                 f"{ChannelState.AWAITING_ORDER.value}"
             )
         payload = {"order": order.model_dump(mode="json")}
-        self.journal.record(
-            self.id,
-            "order_received",
-            payload,
-            wall_s=self.clock.wall(),
-            monotonic_s=self.clock.monotonic(),
-        )
-        self._inbox.put(("order", {"order": order}))
+        self._receive("order", payload, queued={"order": order})
 
     def submit_weight(self, weight_kg: float, reason: str = "") -> None:
         payload = {"weight_kg": validate_weight_kg(weight_kg), "reason": reason}
-        self.journal.record(
-            self.id,
-            "weight_received",
-            payload,
-            wall_s=self.clock.wall(),
-            monotonic_s=self.clock.monotonic(),
-        )
-        self._inbox.put(("weight", payload))
+        self._receive("weight", payload)
 
     def submit_vasopressors_withdrawn(self) -> None:
         payload = {"withdrawn_wall_s": self.clock.wall()}
-        self.journal.record(
-            self.id,
-            "vasopressors_received",
-            payload,
-            wall_s=self.clock.wall(),
-            monotonic_s=self.clock.monotonic(),
-        )
-        self._inbox.put(("vasopressors", payload))
+        self._receive("vasopressors", payload)
 
     def submit_ack(self, operator: str, note: str = "") -> None:
         payload = {"operator": operator, "note": note}
-        self.journal.record(
-            self.id,
-            "ack_received",
-            payload,
-            wall_s=self.clock.wall(),
-            monotonic_s=self.clock.monotonic(),
-        )
-        self._inbox.put(("ack", payload))
+        self._receive("ack", payload)
 
     def submit_stop(self, operator: str, reason: str = "") -> None:
         payload = {"operator": operator, "reason": reason}
+        self._receive("stop", payload)
+
+    def _receive(
+        self, kind: str, payload: dict[str, Any], *, queued: dict[str, Any] | None = None
+    ) -> None:
+        """Journal an operator input on arrival (``<kind>_received``), then queue it for the
+        next cycle.  Called from API threads: it touches neither the channel state nor the pump."""
         self.journal.record(
             self.id,
-            "stop_received",
+            f"{kind}_received",
             payload,
             wall_s=self.clock.wall(),
             monotonic_s=self.clock.monotonic(),
         )
-        self._inbox.put(("stop", payload))
+        self._inbox.put((kind, payload if queued is None else queued))
 
     def _apply_inbox(self) -> None:
         while True:
@@ -878,10 +845,7 @@ class Channel:
     def _clear_pump_advisories(self, status: PumpStatus) -> None:
         """VTBI complete is not an alarm: clear it on the pump unless a real alarm is latched."""
         if status.alarms and not (status.alarms & STOPPING_ALARMS):
-            try:
-                self.driver.clear_alarms()
-            except DriverError as exc:
-                self._log.warning("clear_advisories_failed", error=str(exc))
+            self._clear_pump_alarms()
 
     # -- recovery (invariants 5 and 6) ----------------------------------------------------
 
