@@ -217,6 +217,15 @@ def _decode_or_error(registers: object) -> StatusBlock | ProtocolError:
         return exc
 
 
+def _assert_round_trip_or_decode_error(registers: object) -> None:
+    """Registers either decode to a block that encodes back to them, or raise a DecodeError."""
+    outcome = _decode_or_error(registers)
+    if isinstance(outcome, StatusBlock):
+        assert encode_status(outcome) == registers
+    else:
+        assert isinstance(outcome, DecodeError)
+
+
 junk = st.one_of(
     st.integers(),
     st.booleans(),
@@ -230,30 +239,18 @@ junk = st.one_of(
 def test_invariant_7_decode_status_of_random_integer_lists_raises_only_decode_errors(
     registers: list[int],
 ) -> None:
-    outcome = _decode_or_error(registers)
-    if isinstance(outcome, StatusBlock):
-        assert encode_status(outcome) == registers
-    else:
-        assert isinstance(outcome, DecodeError)
+    _assert_round_trip_or_decode_error(registers)
 
 
 @given(st.lists(u16, min_size=STATUS_SPAN.count, max_size=STATUS_SPAN.count))
 def test_invariant_7_decode_status_of_random_full_blocks_raises_only_decode_errors(
     registers: list[int],
 ) -> None:
-    outcome = _decode_or_error(registers)
-    if isinstance(outcome, StatusBlock):
-        assert encode_status(outcome) == registers
-    else:
-        assert isinstance(outcome, DecodeError)
+    _assert_round_trip_or_decode_error(registers)
 
 
 @given(st.lists(junk, min_size=STATUS_SPAN.count, max_size=STATUS_SPAN.count))
 def test_decode_status_of_non_integer_words_raises_only_decode_errors(
     registers: list[object],
 ) -> None:
-    outcome = _decode_or_error(registers)
-    if isinstance(outcome, StatusBlock):
-        assert encode_status(outcome) == registers
-    else:
-        assert isinstance(outcome, DecodeError)
+    _assert_round_trip_or_decode_error(registers)
