@@ -110,6 +110,7 @@ class PumpDriver(ABC):
             state=status.state,
             rate_ml_per_h=status.rate_ml_per_h,
             volume_infused_ml=status.volume_infused_ml,
+            volume_resolution_ml=status.volume_resolution_ml,
             vtbi_remaining_ml=status.vtbi_remaining_ml,
             alarms=frozenset(self._latched_alarms),
             measured_rate_ml_per_h=status.measured_rate_ml_per_h,

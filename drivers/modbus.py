@@ -101,6 +101,10 @@ SUPPORTED_PUMPS: Final[Mapping[tuple[int, int], str]] = KNOWN_PUMPS
 _DRAIN_QUIET_S: Final = 0.05
 _DRAIN_POLL_S: Final = 0.005
 
+#: The step of the VOLUME_INFUSED totalizer, mL: one count of that register, as the map scales it
+#: (the pump truncates the volume to whole counts, so the truth is less than one count above).
+_VOLUME_INFUSED_RESOLUTION_ML: Final = float(Reg.VOLUME_INFUSED.scale)
+
 #: Text pymodbus 3.16 puts in the ModbusIOException it raises when no reply came in time.
 _NO_RESPONSE_TEXT: Final = "No response received"
 
@@ -440,6 +444,8 @@ class ModbusDriver(PumpDriver):
             state=block.state,
             rate_ml_per_h=float(block.rate_setpoint_ml_per_h),
             volume_infused_ml=float(block.volume_infused_ml),
+            # The register truncates to whole counts: one count is the totalizer's step.
+            volume_resolution_ml=_VOLUME_INFUSED_RESOLUTION_ML,
             vtbi_remaining_ml=None if block.vtbi_ml == 0 else float(block.vtbi_remaining_ml),
             alarms=block.alarms,
             measured_rate_ml_per_h=float(block.measured_rate_ml_per_h),

@@ -26,6 +26,11 @@ that answers a start with an alarm is not started again behind the operator's ba
 latched and :class:`PumpAlarmError` raised.  While a stopping alarm is latched in the driver a
 stopped pump reports :attr:`PumpState.ALARM`.
 
+**Totalizer.**  ``DIS`` shows the infused volume truncated to the display's four digits (at most
+three after the point), never rounded up, so ``volume_resolution_ml`` is the step of the last
+digit of the current reading: in mL units (syringes above 14.00 mm) 0.001 mL below 10 mL, 0.01 mL
+below 100 mL, 0.1 mL below 1000 mL and 1 mL above; in µL units the same steps in µL.
+
 **VTBI.**  The NE-1000 counts ``DIS`` (volume dispensed) but has no "volume remaining" nor a
 "VTBI complete" status.  The driver remembers the ``VOL`` it set and the ``DIS`` total at that
 moment: ``vtbi_remaining_ml = VOL - (DIS - baseline)``; when the pump is stopped and that is zero
@@ -449,6 +454,8 @@ class NeweraDriver(PumpDriver):
             state=state,
             rate_ml_per_h=rate_ml_per_h,
             volume_infused_ml=float(dispensed.infused_ml),
+            # The step of this reading, not a fixed one: the display drops a decimal per decade.
+            volume_resolution_ml=float(_display_resolution_ml(dispensed)),
             vtbi_remaining_ml=None if remaining_ml is None else float(remaining_ml),
             alarms=frozenset(alarms),
         )

@@ -27,8 +27,15 @@ class PumpStatus:
     state: PumpState
     #: The rate the pump holds as its setpoint (mL/h).
     rate_ml_per_h: float
-    #: Volume infused since the totalizer was last cleared (mL).
+    #: Volume infused since the totalizer was last cleared (mL), as the pump reports it: a
+    #: totalizer that truncates, so it may be below the truth but never above it.
     volume_infused_ml: float
+    #: The step of the reported totalizer: the true infused volume is at least
+    #: ``volume_infused_ml`` and below ``volume_infused_ml + volume_resolution_ml`` (mL).  A
+    #: display step, not an error estimate: the gateway accounts delivered volume from that upper
+    #: bound, so a totalizer that hides up to one step can never make it over-deliver.  Keyword-only
+    #: and without a default, so that every backend has to say what its totalizer's step is.
+    volume_resolution_ml: float = field(kw_only=True)
     #: Volume left to infuse before the pump stops by itself, or None for continuous (mL).
     vtbi_remaining_ml: float | None
     alarms: frozenset[PumpAlarm] = field(default_factory=frozenset)
@@ -44,6 +51,7 @@ class PumpStatus:
             "rate_ml_per_h": self.rate_ml_per_h,
             "measured_rate_ml_per_h": self.measured_rate_ml_per_h,
             "volume_infused_ml": self.volume_infused_ml,
+            "volume_resolution_ml": self.volume_resolution_ml,
             "vtbi_remaining_ml": self.vtbi_remaining_ml,
             "alarms": sorted(alarm.value for alarm in self.alarms),
             "max_rate_ml_per_h": self.max_rate_ml_per_h,

@@ -50,7 +50,10 @@ class ScriptedDriver(PumpDriver):
     def _read_status(self) -> PumpStatus:
         self._maybe_fail("status")
         alarms, self.alarms = self.alarms, frozenset()  # a pump reports an alarm once
-        return PumpStatus(PumpState.INFUSING, self.rate, 1.0, None, alarms)
+        # A totalizer in 0.05 mL steps: a value no backend uses, so a lost field shows.
+        return PumpStatus(
+            PumpState.INFUSING, self.rate, 1.0, None, alarms, volume_resolution_ml=0.05
+        )
 
     def _write_rate(self, rate_ml_per_h: float) -> float:
         self._maybe_fail("write_rate")
@@ -124,6 +127,17 @@ def test_alarms_are_latched_until_cleared() -> None:
     assert PumpAlarm.POWER_LOSS in driver.read_status().alarms  # pump no longer says it
     driver.clear_alarms()
     assert driver.read_status().alarms == frozenset()
+
+
+def test_status_keeps_the_backends_totalizer_step() -> None:
+    status = ScriptedDriver().read_status()  # rebuilt by the base: the step must survive that
+    assert (status.volume_infused_ml, status.volume_resolution_ml) == (1.0, 0.05)
+    assert status.to_dict()["volume_resolution_ml"] == 0.05
+
+
+def test_a_status_without_its_totalizer_step_is_refused() -> None:
+    with pytest.raises(TypeError, match="volume_resolution_ml"):
+        PumpStatus(PumpState.STOPPED, 0.0, 0.0, None)  # type: ignore[call-arg]
 
 
 def test_set_rate_takes_only_approved_rates_and_reads_back() -> None:

@@ -29,7 +29,7 @@ from drivers.modbus import SUPPORTED_PUMPS, ModbusDriver, ModbusRefusedError
 from drivers.status import PumpStatus
 from gateway.safety import check_rate
 from protocol.clock import ManualClock
-from protocol.modbus import Identification, ModbusException
+from protocol.modbus import Identification, ModbusException, Reg
 from protocol.pump_state import PumpAlarm, PumpState
 from simulator.modbus_datastore import SIMULATOR_MODEL_ID, SIMULATOR_VENDOR_ID
 from simulator.modbus_server import ModbusSimulatorServer
@@ -218,6 +218,7 @@ def test_start_status_volume_stop(driver: ModbusDriver, clock: ManualClock) -> N
         state=PumpState.INFUSING,
         rate_ml_per_h=12.0,
         volume_infused_ml=6.0,
+        volume_resolution_ml=float(Reg.VOLUME_INFUSED.scale),
         vtbi_remaining_ml=94.0,
         alarms=frozenset(),
         measured_rate_ml_per_h=12.0,

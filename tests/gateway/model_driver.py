@@ -8,6 +8,7 @@ make the "pump" misbehave in ways a real wire would only show slowly.
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 
 from drivers.base import PumpDriver
 from drivers.errors import LinkLostError, PumpAlarmError, PumpRefusedError, PumpTimeoutError
@@ -16,6 +17,21 @@ from simulator.errors import NotApplicableError, SimulatorError
 from simulator.model import PumpModel
 
 RESOLUTION_ML_PER_H = 0.01
+#: The step of this "pump's" totalizer display (mL): the model's exact volume is truncated to it,
+#: so gateway tests see a reading up to one step below the truth, as from a real pump.
+VOLUME_RESOLUTION_ML = 0.001
+
+
+def displayed_volume_ml(volume_ml: float) -> float:
+    """``volume_ml`` truncated down to :data:`VOLUME_RESOLUTION_ML`, as a pump display shows it.
+
+    Floored on the float's shortest decimal (as the protocol codecs read floats), not on
+    ``volume_ml * 1000``: that product can round up to the next whole number (1677.7259999999999
+    would show 1677.726, above the truth).  The result is never above ``volume_ml`` and less than
+    one step below it.
+    """
+    steps = math.floor(Decimal(repr(volume_ml)) / Decimal(repr(VOLUME_RESOLUTION_ML)))
+    return float(steps * Decimal(repr(VOLUME_RESOLUTION_ML)))
 
 
 class ModelDriver(PumpDriver):
@@ -61,7 +77,8 @@ class ModelDriver(PumpDriver):
         return PumpStatus(
             state=snap.state,
             rate_ml_per_h=rate,
-            volume_infused_ml=snap.volume_infused_ml,
+            volume_infused_ml=displayed_volume_ml(snap.volume_infused_ml),
+            volume_resolution_ml=VOLUME_RESOLUTION_ML,
             vtbi_remaining_ml=snap.vtbi_remaining_ml if snap.vtbi_ml else None,
             alarms=snap.alarms,
             measured_rate_ml_per_h=snap.measured_rate_ml_per_h,
