@@ -39,7 +39,7 @@ alarms are cleared), so the gateway can tell a finished day from a pump stopped 
 A VTBI set by someone else (or before this driver was opened) is unknown: ``None``.
 
 **Supported models:** :data:`SUPPORTED_MODELS` (the NE-1000 family whose manuals
-``PROTOCOLS.md`` cites: NE-500, NE-1000, NE-1600, NE-4000); anything else is refused with
+``docs/newera.md`` cites: NE-500, NE-1000, NE-1600, NE-4000); anything else is refused with
 :class:`UnsupportedPumpError`.  They do not tell their maximum rate (it depends on the syringe),
 so ``max_rate_ml_per_h`` is None and a rate above it is refused by the pump (``?OOR``).
 """

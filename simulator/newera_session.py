@@ -7,7 +7,8 @@ NE-1000 would answer.  It does no I/O and keeps no clock of its own: the transpo
 the 0.5 s inter-byte gap rule (:meth:`NeweraSession.discard_pending`) and polls
 :meth:`NeweraSession.poll` for the alarm packets a pump in safe mode sends on its own.
 
-Behaviour (facts from ``PROTOCOLS.md`` section 1; *decisions* of this simulator in italics):
+Behaviour (facts from docs/newera.md; *decisions* of this simulator in italics, and listed in
+docs/newera.md §11):
 
 * **Framing.**  The pump is in safe mode while the model's watchdog is armed (``SAF<n>``,
   ``n > 0``), in basic mode otherwise; it replies in the mode it is in *after* the command (so
@@ -295,9 +296,9 @@ class NeweraSession:
         self._model.feed_watchdog()
         unsolicited = tuple(self.poll())
         if not self._pending and self._model.snapshot().alarms & STOPPING_ALARMS:
-            # Every latched alarm has been reported once: on an NE-1000 that clears it (PROTOCOLS.md
-            # §1), so RUN works again.  One whose condition persists (an occlusion still there)
-            # stays latched in the model, and RUN is still refused.
+            # Every latched alarm has been reported once: on an NE-1000 that clears it
+            # (docs/newera.md §5), so RUN works again.  One whose condition persists (an
+            # occlusion still there) stays latched in the model, and RUN is still refused.
             self._model.clear_alarms()
         try:
             data = self._execute(item)  # before reading the status it leaves

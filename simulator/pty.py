@@ -1,7 +1,7 @@
 """Serial lines without hardware: pseudo-terminal pairs and a null-modem relay.
 
 A client opens the pty *slave* path exactly as it would open ``/dev/ttyUSB0``; the simulator
-reads and writes the *master* fd.  Facts verified with pyserial 3.5 (see PROTOCOLS.md §3):
+reads and writes the *master* fd.  Facts verified with pyserial 3.5 (see docs/newera.md §10):
 
 * ``tty.setraw()`` on the slave before any client opens it, or the line discipline will echo
   and translate bytes.

@@ -1,4 +1,4 @@
-"""Dependency direction (ARCHITECTURE.md): gateway -> drivers -> protocol; simulator -> protocol.
+"""Dependency direction (docs/design.md): gateway -> drivers -> protocol; simulator -> protocol.
 
 Checked on real imports in a fresh interpreter, not by reading source: ``protocol`` imports
 nothing of ours; ``drivers`` never imports ``simulator`` or ``gateway``; the daemon's control path

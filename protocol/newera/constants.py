@@ -1,8 +1,8 @@
 """Every fact of the New Era NE-1000 family serial protocol, in one place.
 
 Control bytes, limits, command mnemonics, status characters, alarm and error strings, and the
-units of the number fields.  Sources: NE-1000 user manual (1200-01, section 10.2) as summarised
-in ``PROTOCOLS.md`` section 1, cross-checked against the bytes ``nesp-lib`` 2.0.0 sends.
+units of the number fields.  Sources: NE-1000 user manual (1200-01, section 10.2), cross-checked
+against the bytes ``nesp-lib`` 2.0.0 sends; described in docs/newera.md, which a test keeps true.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from protocol.newera import crc16_xmodem, encode_safe_packet
     [
         (b"", 0x0000),
         (b"123456789", 0x31C3),  # the catalogue check value of CRC-16/XMODEM
-        (b"SAF0", 0x5543),  # PROTOCOLS.md section 1
+        (b"SAF0", 0x5543),  # docs/newera.md §3
         (b"0SAF0", 0x59AD),  # nesp-lib's first packet, observed on the wire
         (b"A", 0x58E5),
     ],

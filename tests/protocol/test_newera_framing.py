@@ -97,7 +97,7 @@ def feed_in_chunks(
     return items
 
 
-# --- the observed nesp-lib exchange (PROTOCOLS.md section 1) ----------------------------------
+# --- the observed nesp-lib exchange (docs/newera.md §9) ---------------------------------------
 
 OBSERVED_COMMANDS = [
     (b"\x02\x09" + b"0SAF0" + b"\x59\xad\x03", Command(Mnemonic.SAFE_MODE, "0", 0), Framing.SAFE),

@@ -147,7 +147,7 @@ def make_pump(
 
 
 def infuse_28_ml_per_h(pump: nesp_lib.Pump) -> None:
-    """The observed client exchange of PROTOCOLS.md: identify, DIA, DIR, RAT, RUN."""
+    """The observed client exchange of docs/newera.md §9: identify, DIA, DIR, RAT, RUN."""
     assert bounded(lambda: pump.model_number) == 1000
     assert bounded(lambda: pump.firmware_version) == (3, 928)
 
