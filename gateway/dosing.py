@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Final
 
 from gateway.errors import InputError
-from gateway.safety import validate_weight_kg
+from gateway.safety import round_down_to_resolution, validate_weight_kg
 from gateway.validate import finite_in_range
 
 HOURS_PER_DAY: Final[float] = 24.0
@@ -179,7 +179,8 @@ def titer_daily_dose(
     if capped:
         notes.append(
             f"dose capped at {TITER_MAX_DOSE_MG_PER_KG_PER_DAY:g} mg/kg/day "
-            f"({volume_ml:.2f} mL computed, {cap_volume_ml:.2f} mL given)"
+            f"({round_down_to_resolution(volume_ml, 0.01):.2f} mL computed, "
+            f"{round_down_to_resolution(cap_volume_ml, 0.01):.2f} mL given)"
         )
         volume_ml = cap_volume_ml
     if igm_needed_mg == 0.0:

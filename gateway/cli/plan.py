@@ -1,15 +1,17 @@
 """``infusion-gateway plan``: a patient's daily dose, volume and rate, with the ceiling.
 
-No pump is touched.  ``--json`` prints one JSON object; otherwise a small table.
+No pump is touched.  ``--json`` prints one JSON object; otherwise a small table.  Every displayed
+dose, volume and rate is rounded down, never up.  A titer or weight outside the soft limits
+(:mod:`gateway.soft_limits`) is refused, with the likely unit mix-up, unless ``--confirm``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 from typing import Any
 
+from gateway.display import floor_display, floor_dose
 from gateway.dosing import (
     Arm,
     DailyDose,
@@ -20,10 +22,17 @@ from gateway.dosing import (
 )
 from gateway.errors import InputError
 from gateway.planner import DAY_S, plan_rate
-from gateway.safety import CEILING_ML_PER_KG_PER_H, ceiling_ml_per_h, round_down_to_resolution
+from gateway.safety import CEILING_MG_PER_KG_PER_H, CEILING_ML_PER_KG_PER_H, ceiling_ml_per_h
+from gateway.soft_limits import (
+    TITER_SOFT_MG_PER_DL,
+    WEIGHT_SOFT_KG,
+    SoftLimitError,
+    check_titer,
+    check_weight,
+)
 
-#: Display resolution of rates and volumes: 0.01 (mL/h, mL), always rounded down.
-DISPLAY_RESOLUTION = 0.01
+#: How a person accepts a value outside a soft limit, on this command line.
+CONFIRM_HOW = "run it again with --confirm"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,8 +43,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--baseline",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="titer arm: the titer is the enrolment (day-1) titer (default: yes)",
+        default=False,
+        help=(
+            "titer arm: the titer is the baseline (enrolment, day-1) titer, flagged when at or "
+            "above 60 mg/dL (default: no; a day-2..7 titer is not an enrolment titer)"
+        ),
+    )
+    soft_titer, soft_weight = TITER_SOFT_MG_PER_DL, WEIGHT_SOFT_KG
+    parser.add_argument(
+        "--confirm",
+        action="store_true",
+        help=(
+            f"use a titer outside {soft_titer[0]:g}-{soft_titer[1]:g} mg/dL or a weight outside "
+            f"{soft_weight[0]:g}-{soft_weight[1]:g} kg as it is, after checking its unit "
+            "(the plan then says so in a note)"
+        ),
     )
     parser.add_argument(
         "--concentration-mg-per-ml", type=float, default=Product().concentration_mg_per_ml
@@ -68,16 +90,23 @@ def compute_plan(args: argparse.Namespace) -> dict[str, Any]:
         dose = titer_daily_dose(
             args.weight_kg, args.igm_mg_dl, args.hematocrit, product, baseline=args.baseline
         )
-    ceiling = ceiling_ml_per_h(dose.weight_kg, args.ceiling_ml_per_kg_per_h)
+    confirmations = _check_soft_limits(dose, confirm=args.confirm)
+    ceiling = ceiling_ml_per_h(
+        dose.weight_kg,
+        args.ceiling_ml_per_kg_per_h,
+        concentration_mg_per_ml=product.concentration_mg_per_ml,
+    )
     day = plan_rate(
         remaining_volume_ml=dose.volume_ml, remaining_time_s=DAY_S, ceiling_ml_per_h=ceiling
     )
-    notes = list(dose.notes)
+    notes = [*confirmations, *dose.notes]
     if day.ceiling_bound:
         notes.append(
             f"the 24-h volume needs {dose.continuous_rate_ml_per_h:.2f} mL/h, above the ceiling "
-            f"{ceiling:.2f} mL/h: {day.projected_shortfall_ml:.2f} mL will not be given today"
+            f"{floor_display(ceiling):.2f} mL/h: "
+            f"{floor_display(day.projected_shortfall_ml):.2f} mL will not be given today"
         )
+    rate_mg_per_kg_per_h = day.rate_ml_per_h * product.concentration_mg_per_ml / dose.weight_kg
     return {
         "arm": arm.value,
         "weight_kg": dose.weight_kg,
@@ -85,14 +114,18 @@ def compute_plan(args: argparse.Namespace) -> dict[str, Any]:
         "hematocrit": dose.hematocrit,
         "concentration_mg_per_ml": product.concentration_mg_per_ml,
         "igm_content_mg_per_ml": product.igm_content_mg_per_ml,
-        "plasma_volume_dl": _floor(dose.plasma_volume_dl),
-        "igm_needed_mg": _floor(dose.igm_needed_mg),
-        "daily_dose_mg_per_kg": round(dose.dose_mg_per_kg, 1),
-        "daily_volume_ml": _floor(dose.volume_ml),
-        "rate_ml_per_h": _floor(day.rate_ml_per_h),
-        "max_rate_ml_per_h": _floor(ceiling),
+        "plasma_volume_dl": floor_display(dose.plasma_volume_dl),
+        "igm_needed_mg": floor_display(dose.igm_needed_mg),
+        "daily_dose_mg_per_kg": floor_dose(dose.dose_mg_per_kg),
+        "daily_volume_ml": floor_display(dose.volume_ml),
+        "rate_ml_per_h": floor_display(day.rate_ml_per_h),
+        "rate_mg_per_kg_per_h": floor_display(rate_mg_per_kg_per_h),
+        "max_rate_ml_per_h": floor_display(ceiling),
+        "max_rate_mg_per_kg_per_h": floor_display(
+            ceiling * product.concentration_mg_per_ml / dose.weight_kg
+        ),
         "ceiling_ml_per_kg_per_h": args.ceiling_ml_per_kg_per_h,
-        "projected_shortfall_ml": _floor(day.projected_shortfall_ml),
+        "projected_shortfall_ml": floor_display(day.projected_shortfall_ml),
         "capped": dose.capped,
         "infuse": dose.infuse,
         "course_days_max": course_days_max(arm),
@@ -100,10 +133,19 @@ def compute_plan(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _floor(value: float | None) -> float | None:
-    if value is None:
-        return None
-    return round_down_to_resolution(value, DISPLAY_RESOLUTION) if math.isfinite(value) else value
+def _check_soft_limits(dose: DailyDose, *, confirm: bool) -> list[str]:
+    """The soft-limit checks of the (hard-valid) weight and titer: notes for confirmed values.
+
+    Raises :class:`SoftLimitError`, saying to run again with ``--confirm``, when a value is
+    outside a soft limit and not confirmed.
+    """
+    try:
+        notes = [check_weight(dose.weight_kg, previous_weight_kg=None, confirm=confirm)]
+        if dose.igm_mg_per_dl is not None:
+            notes.append(check_titer(dose.igm_mg_per_dl, confirm=confirm))
+    except SoftLimitError as exc:
+        raise exc.reworded(CONFIRM_HOW) from None
+    return [note for note in notes if note is not None]
 
 
 def render_table(plan: dict[str, Any]) -> str:
@@ -123,9 +165,13 @@ def render_table(plan: dict[str, Any]) -> str:
         ("daily dose", f"{plan['daily_dose_mg_per_kg']:.1f} mg/kg"),
         ("daily volume", f"{plan['daily_volume_ml']:.2f} mL"),
         ("rate (24 h)", f"{plan['rate_ml_per_h']:.2f} mL/h"),
+        ("dose rate", f"{plan['rate_mg_per_kg_per_h']:.2f} mg/kg/h"),
         (
             "ceiling",
-            f"{plan['max_rate_ml_per_h']:.2f} mL/h ({plan['ceiling_ml_per_kg_per_h']:g} mL/kg/h)",
+            f"{plan['max_rate_ml_per_h']:.2f} mL/h = "
+            f"{plan['max_rate_mg_per_kg_per_h']:.2f} mg/kg/h "
+            f"(min of {plan['ceiling_ml_per_kg_per_h']:g} mL/kg/h and "
+            f"{CEILING_MG_PER_KG_PER_H:g} mg/kg/h at {plan['concentration_mg_per_ml']:g} mg/mL)",
         ),
         ("course", f"at most {plan['course_days_max']} days"),
     ]
