@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gateway.channel import Channel, ChannelBusyError
 from gateway.config import OrderConfig
@@ -30,15 +30,22 @@ _BODY = ConfigDict(extra="forbid")
 
 class TiterBody(BaseModel):
     model_config = _BODY
-    igm_mg_dl: float = Field(description="morning serum IgM, 0-1000 mg/dL")
+    igm_mg_dl: float = Field(description="morning serum IgM, 0-1000 mg/dL (soft limits 5-400)")
     hematocrit: float = Field(description="fraction, 0.10-0.70")
-    measured_at_s: float | None = Field(default=None, description="Unix seconds; default now")
+    measured_at: AwareDatetime = Field(
+        description="when the blood was drawn: ISO-8601 with a zone, not in the future"
+    )
+    confirm: bool = Field(default=False, description="use a value outside the soft limits")
+    corrects_day: int | None = Field(
+        default=None, ge=1, le=7, description="replace the titer the running day used"
+    )
 
 
 class WeightBody(BaseModel):
     model_config = _BODY
-    weight_kg: float = Field(description="30-250 kg")
+    weight_kg: float = Field(description="30-250 kg (soft limits 40-150, change <= 10 %)")
     reason: str = Field(default="", max_length=500)
+    confirm: bool = Field(default=False, description="use a value outside the soft limits")
 
 
 class AckBody(BaseModel):
@@ -96,12 +103,14 @@ def create_app(gateway: Gateway, token: str | None) -> FastAPI:
     app.state.gateway = gateway
     app.state.token = token
 
-    def accepted(channel: Channel, what: str) -> JSONResponse:
-        return JSONResponse({"accepted": what, "channel": channel.id}, status_code=202)
+    def accepted(channel: Channel, what: str, note: str) -> JSONResponse:
+        return JSONResponse(
+            {"accepted": what, "channel": channel.id, "note": note}, status_code=202
+        )
 
-    def apply(action: Any, *args: Any) -> None:
+    def apply(action: Any, *args: Any, **kwargs: Any) -> str:
         try:
-            action(*args)
+            note: str = action(*args, **kwargs)
         except ChannelBusyError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         except InputError as exc:
@@ -109,6 +118,7 @@ def create_app(gateway: Gateway, token: str | None) -> FastAPI:
                 422,
                 [{"loc": ["body", exc.field], "msg": str(exc), "allowed": exc.allowed}],
             ) from None
+        return note
 
     @app.get("/livez")
     def livez() -> dict[str, Any]:
@@ -135,34 +145,37 @@ def create_app(gateway: Gateway, token: str | None) -> FastAPI:
 
     @app.post("/v1/channels/{channel_id}/order", dependencies=[Depends(require_token)])
     def order(body: OrderConfig, ch: ChannelDep) -> JSONResponse:
-        apply(ch.submit_order, body)
-        return accepted(ch, "order")
+        return accepted(ch, "order", apply(ch.submit_order, body))
 
     @app.post("/v1/channels/{channel_id}/titers", dependencies=[Depends(require_token)])
     def titer(body: TiterBody, ch: ChannelDep) -> JSONResponse:
-        apply(ch.submit_titer, body.igm_mg_dl, body.hematocrit, body.measured_at_s)
-        return accepted(ch, "titer")
+        note = apply(
+            ch.submit_titer,
+            body.igm_mg_dl,
+            body.hematocrit,
+            body.measured_at.timestamp(),
+            confirm=body.confirm,
+            corrects_day=body.corrects_day,
+        )
+        return accepted(ch, "titer", note)
 
     @app.post("/v1/channels/{channel_id}/weight", dependencies=[Depends(require_token)])
     def weight(body: WeightBody, ch: ChannelDep) -> JSONResponse:
-        apply(ch.submit_weight, body.weight_kg, body.reason)
-        return accepted(ch, "weight")
+        note = apply(ch.submit_weight, body.weight_kg, body.reason, confirm=body.confirm)
+        return accepted(ch, "weight", note)
 
     @app.post(
         "/v1/channels/{channel_id}/vasopressors-withdrawn", dependencies=[Depends(require_token)]
     )
     def vasopressors(body: EmptyBody, ch: ChannelDep) -> JSONResponse:
-        apply(ch.submit_vasopressors_withdrawn)
-        return accepted(ch, "vasopressors_withdrawn")
+        return accepted(ch, "vasopressors_withdrawn", apply(ch.submit_vasopressors_withdrawn))
 
     @app.post("/v1/channels/{channel_id}/ack", dependencies=[Depends(require_token)])
     def ack(body: AckBody, ch: ChannelDep) -> JSONResponse:
-        apply(ch.submit_ack, body.operator, body.note)
-        return accepted(ch, "ack")
+        return accepted(ch, "ack", apply(ch.submit_ack, body.operator, body.note))
 
     @app.post("/v1/channels/{channel_id}/stop", dependencies=[Depends(require_token)])
     def stop(body: StopBody, ch: ChannelDep) -> JSONResponse:
-        apply(ch.submit_stop, body.operator, body.reason)
-        return accepted(ch, "stop")
+        return accepted(ch, "stop", apply(ch.submit_stop, body.operator, body.reason))
 
     return app

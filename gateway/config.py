@@ -12,7 +12,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gateway.dosing import (
     DEFAULT_CONCENTRATION_MG_PER_ML,
@@ -23,6 +31,7 @@ from gateway.dosing import (
     validate_titer_mg_per_dl,
 )
 from gateway.errors import ConfigError, InputError
+from gateway.rules import CourseRules, LateTiterPolicy
 from gateway.safety import (
     CEILING_ML_PER_KG_PER_H,
     validate_ceiling_ml_per_kg_per_h,
@@ -73,7 +82,25 @@ class ControlConfig(BaseModel):
     request_retries: int = Field(default=1, ge=0, le=5)
     #: A morning titer older than this when a day starts is stale: the channel waits for one.
     titer_max_age_h: float = Field(default=12.0, gt=0.0, le=36.0)
+    #: Titer arm, no fresh titer when a day should open: ``shift`` the day's 24-h window to
+    #: start when the titer arrives, or ``compress`` it into what is left of the clock day.
+    late_titer: LateTiterPolicy = LateTiterPolicy.SHIFT
+    #: Refuse an order without ``randomised_at`` (the 12-h start rule cannot be checked).
+    require_randomisation_time: bool = True
     auto_resume: AutoResumeConfig = AutoResumeConfig()
+
+
+def course_rules(control: ControlConfig, pump_watchdog_s: float) -> CourseRules:
+    """The controller's rules from the validated configuration."""
+    return CourseRules(
+        pump_watchdog_s=pump_watchdog_s,
+        titer_max_age_s=control.titer_max_age_h * 3600.0,
+        late_titer=control.late_titer,
+        require_randomisation_time=control.require_randomisation_time,
+        auto_resume_enabled=control.auto_resume.enabled,
+        auto_resume_max_gap_s=control.auto_resume.max_gap_s,
+        auto_resume_max_per_day=control.auto_resume.max_per_day,
+    )
 
 
 class OrderConfig(BaseModel):
@@ -87,11 +114,25 @@ class OrderConfig(BaseModel):
     hematocrit: float | None = None
     ceiling_ml_per_kg_per_h: float = CEILING_ML_PER_KG_PER_H
     product: ProductConfig = ProductConfig()
-    #: Unix seconds of randomisation; the first start must be within 12 h unless overridden.
-    randomised_at_s: float | None = None
-    start_override_reason: str | None = None
+    #: When the patient was randomised (ISO-8601 with a zone); the first start must be within
+    #: 12 h of it unless ``start_override_reason`` says why not.
+    randomised_at: AwareDatetime | None = None
+    start_override_reason: str | None = Field(default=None, max_length=500)
+    #: Titer arm: when the baseline titer's blood was drawn (default: when the order arrives).
+    titer_measured_at: AwareDatetime | None = None
+    #: Confirms values outside the soft limits (weight 40-150 kg, titer 5-400 mg/dL).
+    confirm: bool = False
 
     _weight = field_validator("weight_kg")(lambda v: validate_weight_kg(v))
+
+    @property
+    def randomised_at_s(self) -> float | None:
+        return None if self.randomised_at is None else self.randomised_at.timestamp()
+
+    @property
+    def titer_measured_at_s(self) -> float | None:
+        return None if self.titer_measured_at is None else self.titer_measured_at.timestamp()
+
     _ceiling = field_validator("ceiling_ml_per_kg_per_h")(
         lambda v: validate_ceiling_ml_per_kg_per_h(v)
     )
@@ -127,8 +168,10 @@ class ChannelConfig(BaseModel):
     hematocrit: float | None = None
     ceiling_ml_per_kg_per_h: float = CEILING_ML_PER_KG_PER_H
     product: ProductConfig = ProductConfig()
-    randomised_at_s: float | None = None
-    start_override_reason: str | None = None
+    randomised_at: AwareDatetime | None = None
+    start_override_reason: str | None = Field(default=None, max_length=500)
+    titer_measured_at: AwareDatetime | None = None
+    confirm: bool = False
 
     # Checked field by field too, so that every bad field is named in one go.
     _weight = field_validator("weight_kg")(lambda v: None if v is None else validate_weight_kg(v))

@@ -23,6 +23,7 @@ from gateway.daemon import Gateway
 from gateway.dosing import Arm, course_days_max
 from gateway.journal import Journal
 from gateway.planner import DAY_S, SECONDS_PER_HOUR
+from gateway.timestamps import format_instant
 from gateway.virtual_patient import VirtualPatient
 from protocol.clock import ManualClock
 from simulator.model import PumpModel
@@ -75,6 +76,8 @@ def _run(options: DemoOptions, state_dir: Path, progress: Progress | None) -> di
             "pump": server.pump_url,
             "arm": options.arm.value,
             "weight_kg": options.weight_kg,
+            # The virtual patient was randomised an hour before the infusion starts.
+            "randomised_at": format_instant(clock.wall() - SECONDS_PER_HOUR),
         }
         if options.arm is Arm.TITER:
             channel.update(igm_mg_dl=options.igm_mg_dl, hematocrit=options.hematocrit)
@@ -170,7 +173,7 @@ class _DemoWorld:
         due_s = (next_day - 1) * DAY_S - SECONDS_PER_HOUR
         if self.elapsed_s() >= due_s:
             titer = round(self.patient.titer_mg_dl, 1)
-            self.channel.submit_titer(titer, self.options.hematocrit)
+            self.channel.submit_titer(titer, self.options.hematocrit, self.gateway.clock.wall())
             self.titers_posted.append({"for_day": next_day, "igm_mg_dl": titer})
             if self.progress:
                 self.progress(f"morning titer for day {next_day}: {titer} mg/dL")

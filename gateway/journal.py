@@ -16,7 +16,7 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,6 +160,36 @@ class Journal:
         assert event_id is not None
         return event_id
 
+    def commit(
+        self,
+        channel: str,
+        events: Sequence[tuple[str, Mapping[str, Any]]],
+        *,
+        state: Mapping[str, Any],
+        days: Sequence[DayRecord],
+        wall_s: float,
+        monotonic_s: float,
+    ) -> None:
+        """One decision: its events, the channel's new state and changed days, in one
+        transaction.  Either all of it is durable or none of it."""
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO events (channel, wall_s, monotonic_s, kind, payload)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [
+                    (channel, wall_s, monotonic_s, kind, json.dumps(dict(p), sort_keys=True))
+                    for kind, p in events
+                ],
+            )
+            db.execute(
+                "INSERT INTO channel_state (channel, state, wall_s) VALUES (?, ?, ?)"
+                " ON CONFLICT(channel) DO UPDATE SET state = excluded.state,"
+                " wall_s = excluded.wall_s",
+                (channel, json.dumps(dict(state), sort_keys=True), wall_s),
+            )
+            for day in days:
+                _upsert_day(db, channel, day)
+
     def upsert_day(
         self,
         channel: str,
@@ -172,23 +202,11 @@ class Journal:
         detail: Mapping[str, Any] | None = None,
     ) -> None:
         """Create or update a day window's record."""
+        record = DayRecord(
+            day, window_start_wall_s, prescribed_ml, delivered_ml, closed, dict(detail or {})
+        )
         with self._transaction() as db:
-            db.execute(
-                "INSERT INTO days (channel, day, window_start_wall_s, prescribed_ml, delivered_ml,"
-                " closed, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT(channel, day) DO UPDATE SET"
-                " prescribed_ml = excluded.prescribed_ml, delivered_ml = excluded.delivered_ml,"
-                " closed = excluded.closed, detail = excluded.detail",
-                (
-                    channel,
-                    day,
-                    window_start_wall_s,
-                    prescribed_ml,
-                    delivered_ml,
-                    int(closed),
-                    json.dumps(dict(detail or {}), sort_keys=True),
-                ),
-            )
+            _upsert_day(db, channel, record)
 
     def set_meta(self, key: str, value: str) -> None:
         with self._transaction() as db:
@@ -205,13 +223,16 @@ class Journal:
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    def channel_state(self, channel: str) -> dict[str, Any] | None:
-        """The channel's last durable state, or None for a channel never journalled."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT state FROM channel_state WHERE channel = ?", (channel,)
-            ).fetchone()
-        return None if row is None else dict(json.loads(row[0]))
+    def channel_state(self, channel: str) -> str | None:
+        """The channel's last durable state (JSON text), or None for a channel never journalled."""
+        try:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT state FROM channel_state WHERE channel = ?", (channel,)
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise JournalError(f"{self.path}: cannot read channel state: {exc}") from exc
+        return None if row is None else str(row[0])
 
     def days(self, channel: str) -> list[DayRecord]:
         with self._lock:
@@ -245,6 +266,26 @@ class Journal:
             yield JournalEvent(
                 int(r[0]), str(r[1]), float(r[2]), float(r[3]), str(r[4]), json.loads(r[5])
             )
+
+
+def _upsert_day(db: sqlite3.Connection, channel: str, day: DayRecord) -> None:
+    db.execute(
+        "INSERT INTO days (channel, day, window_start_wall_s, prescribed_ml, delivered_ml,"
+        " closed, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT(channel, day) DO UPDATE SET window_start_wall_s ="
+        " excluded.window_start_wall_s, prescribed_ml = excluded.prescribed_ml,"
+        " delivered_ml = excluded.delivered_ml, closed = excluded.closed,"
+        " detail = excluded.detail",
+        (
+            channel,
+            day.day,
+            day.window_start_wall_s,
+            day.prescribed_ml,
+            day.delivered_ml,
+            int(day.closed),
+            json.dumps(dict(day.detail), sort_keys=True),
+        ),
+    )
 
 
 class _Transaction:

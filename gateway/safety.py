@@ -1,7 +1,9 @@
 """The hard rate limit: the one function every rate command must pass (safety invariants 1-2).
 
-* The ceiling is :data:`CEILING_ML_PER_KG_PER_H` (0.4 mL/kg/h, i.e. 20 mg/kg/h at 50 mg/mL).
-  A site may configure a lower ceiling, never a higher one.
+* The ceiling is the lower of :data:`CEILING_ML_PER_KG_PER_H` (0.4 mL/kg/h) and
+  :data:`CEILING_MG_PER_KG_PER_H` (20 mg/kg/h) divided by the product's concentration: the two
+  agree at 50 mg/mL; a more concentrated product lowers the volume ceiling.  A site may configure
+  a lower ceiling, never a higher one.
 * :func:`check_rate` **refuses** a rate above the ceiling with :class:`RateRefusedError`; it
   never clamps silently.  The caller raises the alarm and journals the refusal.
 * :func:`round_down_to_resolution` rounds a rate to a pump's resolution, always downwards.
@@ -21,6 +23,13 @@ from gateway.validate import finite_in_range
 
 #: The label's and the protocol's maximum rate.  Configuration can lower it, never raise it.
 CEILING_ML_PER_KG_PER_H: Final[float] = 0.4
+
+#: The same maximum as a dose rate: 0.4 mL/kg/h of the labelled 50 mg/mL product.
+CEILING_MG_PER_KG_PER_H: Final[float] = 20.0
+#: The concentration at which the two ceilings agree (mg/mL).
+LABEL_CONCENTRATION_MG_PER_ML: Final[float] = CEILING_MG_PER_KG_PER_H / CEILING_ML_PER_KG_PER_H
+#: Sanity bound on a product concentration (mg/mL).
+CONCENTRATION_MG_PER_ML_MAX: Final[float] = 1000.0
 
 #: Weights the safety check accepts (the trial's input range).
 WEIGHT_KG_MIN: Final[float] = 30.0
@@ -64,12 +73,43 @@ def validate_weight_kg(weight_kg: float) -> float:
     return finite_in_range("weight_kg", weight_kg, WEIGHT_KG_MIN, WEIGHT_KG_MAX, "kg")
 
 
-def ceiling_ml_per_h(
-    weight_kg: float, ceiling_ml_per_kg_per_h: float = CEILING_ML_PER_KG_PER_H
+def validate_concentration_mg_per_ml(value: float) -> float:
+    """A product concentration above 0 and at most 1000 mg/mL, else InputError."""
+    return finite_in_range(
+        "concentration_mg_per_ml",
+        value,
+        0.0,
+        CONCENTRATION_MG_PER_ML_MAX,
+        "mg/mL",
+        low_inclusive=False,
+    )
+
+
+def effective_ceiling_ml_per_kg_per_h(
+    ceiling_ml_per_kg_per_h: float = CEILING_ML_PER_KG_PER_H,
+    *,
+    concentration_mg_per_ml: float = LABEL_CONCENTRATION_MG_PER_ML,
 ) -> float:
-    """The highest rate in mL/h any command may carry for a patient of ``weight_kg``."""
-    weight = validate_weight_kg(weight_kg)
+    """The effective ceiling per kg: ``min(site ceiling, 20 mg/kg/h / concentration)`` mL/kg/h."""
     per_kg = validate_ceiling_ml_per_kg_per_h(ceiling_ml_per_kg_per_h)
+    concentration = validate_concentration_mg_per_ml(concentration_mg_per_ml)
+    return min(per_kg, CEILING_MG_PER_KG_PER_H / concentration)
+
+
+def ceiling_ml_per_h(
+    weight_kg: float,
+    ceiling_ml_per_kg_per_h: float = CEILING_ML_PER_KG_PER_H,
+    *,
+    concentration_mg_per_ml: float = LABEL_CONCENTRATION_MG_PER_ML,
+) -> float:
+    """The highest rate in mL/h any command may carry for a patient of ``weight_kg``.
+
+    ``min(0.4 mL/kg/h or the site's lower ceiling, 20 mg/kg/h / concentration) x weight``.
+    """
+    weight = validate_weight_kg(weight_kg)
+    per_kg = effective_ceiling_ml_per_kg_per_h(
+        ceiling_ml_per_kg_per_h, concentration_mg_per_ml=concentration_mg_per_ml
+    )
     return per_kg * weight
 
 
@@ -97,15 +137,20 @@ def check_rate(
     *,
     weight_kg: float,
     ceiling_ml_per_kg_per_h: float = CEILING_ML_PER_KG_PER_H,
+    concentration_mg_per_ml: float = LABEL_CONCENTRATION_MG_PER_ML,
     pump_max_rate_ml_per_h: float | None = None,
 ) -> ApprovedRate:
     """Approve ``rate_ml_per_h`` for a patient of ``weight_kg``, or refuse it.
 
     Refuses (raises :class:`RateRefusedError`, never clamps) a rate that is not a finite
     number, is negative, is above ``ceiling_ml_per_kg_per_h x weight_kg`` or is above the pump's
-    own maximum.  A bad weight or a ceiling above 0.4 mL/kg/h raises :class:`InputError`.
+    own maximum.  The ceiling is ``min(ceiling_ml_per_kg_per_h, 20 mg/kg/h / concentration) x
+    weight``.  A bad weight, concentration, or a ceiling above 0.4 mL/kg/h raises
+    :class:`InputError`.
     """
-    ceiling = ceiling_ml_per_h(weight_kg, ceiling_ml_per_kg_per_h)
+    ceiling = ceiling_ml_per_h(
+        weight_kg, ceiling_ml_per_kg_per_h, concentration_mg_per_ml=concentration_mg_per_ml
+    )
     if isinstance(rate_ml_per_h, bool) or not isinstance(rate_ml_per_h, int | float):
         raise RateRefusedError(float("nan"), ceiling, f"not a number: {rate_ml_per_h!r}")
     rate = float(rate_ml_per_h)
@@ -117,7 +162,9 @@ def check_rate(
         raise RateRefusedError(
             rate,
             ceiling,
-            f"above the ceiling {ceiling_ml_per_kg_per_h:g} mL/kg/h x {weight_kg:g} kg",
+            f"above the ceiling min({ceiling_ml_per_kg_per_h:g} mL/kg/h, "
+            f"{CEILING_MG_PER_KG_PER_H:g} mg/kg/h at {concentration_mg_per_ml:g} mg/mL) "
+            f"x {weight_kg:g} kg",
         )
     limit = ceiling
     if pump_max_rate_ml_per_h is not None:

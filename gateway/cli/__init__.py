@@ -91,14 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except Exception as exc:
-        code = _simulator_exit_code(exc)
-        if code is None:
+        sim_code = _simulator_exit_code(exc)
+        if sim_code is None:
             raise
         print(
-            f"error: {exc}" if code == EXIT_USAGE else f"error: {type(exc).__name__}: {exc}",
+            f"error: {exc}" if sim_code == EXIT_USAGE else f"error: {type(exc).__name__}: {exc}",
             file=sys.stderr,
         )
-        return code
+        return sim_code
     except KeyboardInterrupt:
         return 130
     return code

@@ -13,8 +13,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from gateway.cli.order_flags import add_order_flags, order_fields
 from gateway.config import parse_host_port
+from gateway.display import DISPLAY_STEP, DOSE_DISPLAY_STEP_MG_PER_KG, floor_display
 from gateway.errors import GatewayError, InputError
+from gateway.timestamps import parse_instant
 from gateway.tokens import read_token_file
 
 DEFAULT_API = "127.0.0.1:8470"
@@ -73,22 +76,51 @@ def _detail(exc: urllib.error.HTTPError) -> str:
     return str(detail)
 
 
+def _n(value: float | None, unit: str, step: float = DISPLAY_STEP) -> str:
+    shown = floor_display(value, step)
+    return "-" if shown is None else f"{shown:.{1 if step >= 0.1 else 2}f} {unit}"
+
+
 def render_status(body: dict[str, Any]) -> str:
+    """The channels as a person at the bedside reads them: mg/kg and mL, mL/h and mg/kg/h."""
     lines = []
     for ch in body["channels"]:
-        rate = ch["commanded_rate_ml_per_h"]
         lines.append(
-            f"channel {ch['id']}: {ch['state']}  day {ch['day']}  "
-            f"rate {rate if rate is not None else '-'} mL/h (ceiling {ch['ceiling_ml_per_h']:.2f})"
+            f"channel {ch['id']}: {ch['state']}  {ch['arm'] or 'no order'}"
+            + (f" {ch['weight_kg']:g} kg" if ch["weight_kg"] else "")
+            + f"  day {ch['day']}"
         )
-        for day in ch["days"]:
+        if ch["ceiling_ml_per_h"] is not None:
             lines.append(
-                f"  day {day['day']}: prescribed {day['prescribed_ml']:.2f} mL, "
-                f"delivered {day['delivered_ml']:.2f} mL"
-                + (f", short {day['shortfall_ml']:.2f} mL" if day["shortfall_ml"] else "")
+                f"  rate {_n(ch['commanded_rate_ml_per_h'], 'mL/h')} "
+                f"({_n(ch['commanded_rate_mg_per_kg_per_h'], 'mg/kg/h')}); "
+                f"ceiling {_n(ch['ceiling_ml_per_h'], 'mL/h')} "
+                f"({_n(ch['ceiling_mg_per_kg_per_h'], 'mg/kg/h')})"
             )
+        for day in ch["days"]:
+            if day["awaiting_titer"]:
+                lines.append(f"  day {day['day']}: waiting for its titer (pump stopped)")
+                continue
+            titer = day["titer"]
+            parts = [
+                f"  day {day['day']}: "
+                f"{_n(day['dose_mg_per_kg'], 'mg/kg', DOSE_DISPLAY_STEP_MG_PER_KG)}"
+                f" = {_n(day['prescribed_ml'], 'mL')} over 24 h at "
+                f"{_n(day['day_rate_ml_per_h'], 'mL/h')} "
+                f"({_n(day['day_rate_mg_per_kg_per_h'], 'mg/kg/h')})",
+            ]
+            if titer is not None:
+                parts.append(f"titer {titer['igm_mg_dl']:g} mg/dL drawn {titer['measured_at']}")
+            parts.append(f"delivered {_n(day['delivered_ml'], 'mL')}")
+            if day["closed"] and day["shortfall_ml"]:
+                parts.append(f"short {_n(day['shortfall_ml'], 'mL')}")
+            elif not day["closed"] and day["projected_shortfall_ml"]:
+                parts.append(f"projected short {_n(day['projected_shortfall_ml'], 'mL')}")
+            lines.append("; ".join(parts))
+            lines.extend(f"    NOTE: {note}" for note in day["notes"])
         for alarm in ch["alarms"]:
-            lines.append(f"  ALARM {alarm['code']}: {alarm['detail']}")
+            kind = "ALARM" if alarm["stops"] else "ADVISORY"
+            lines.append(f"  {kind} {alarm['code']}: {alarm['detail']}")
     return "\n".join(lines)
 
 
@@ -110,10 +142,27 @@ def add_titer(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channel", default="bed1")
     parser.add_argument("--igm-mg-dl", type=float, required=True, help="0-1000 mg/dL")
     parser.add_argument("--hematocrit", type=float, required=True, help="fraction, 0.10-0.70")
+    parser.add_argument(
+        "--measured-at",
+        required=True,
+        help="when the blood was drawn: ISO-8601 with a zone, e.g. 2026-11-29T06:30:00+01:00",
+    )
+    parser.add_argument(
+        "--corrects-day", type=int, help="replace the titer the running day N used (journalled)"
+    )
+    parser.add_argument("--confirm", action="store_true", help="use a value outside 5-400 mg/dL")
 
 
 def run_titer(args: argparse.Namespace) -> int:
-    body = {"igm_mg_dl": args.igm_mg_dl, "hematocrit": args.hematocrit}
+    parse_instant("--measured-at", args.measured_at)
+    body: dict[str, Any] = {
+        "igm_mg_dl": args.igm_mg_dl,
+        "hematocrit": args.hematocrit,
+        "measured_at": args.measured_at,
+        "confirm": args.confirm,
+    }
+    if args.corrects_day is not None:
+        body["corrects_day"] = args.corrects_day
     return _post(args, "titers", body)
 
 
@@ -122,10 +171,14 @@ def add_weight(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channel", default="bed1")
     parser.add_argument("--weight-kg", type=float, required=True, help="30-250 kg")
     parser.add_argument("--reason", default="")
+    parser.add_argument(
+        "--confirm", action="store_true", help="use a weight outside 40-150 kg or a >10 % change"
+    )
 
 
 def run_weight(args: argparse.Namespace) -> int:
-    return _post(args, "weight", {"weight_kg": args.weight_kg, "reason": args.reason})
+    body = {"weight_kg": args.weight_kg, "reason": args.reason, "confirm": args.confirm}
+    return _post(args, "weight", body)
 
 
 def add_ack(parser: argparse.ArgumentParser) -> None:
@@ -161,23 +214,20 @@ def run_vasopressors(args: argparse.Namespace) -> int:
 
 def _post(args: argparse.Namespace, what: str, body: dict[str, Any]) -> int:
     answer = call(args, "POST", f"/v1/channels/{args.channel}/{what}", body)
-    print(json.dumps(answer) if args.json else f"accepted: {what} for channel {args.channel}")
+    note = answer.get("note") if isinstance(answer, dict) else None
+    print(
+        json.dumps(answer)
+        if args.json
+        else f"accepted: {what} for channel {args.channel}" + (f" ({note})" if note else "")
+    )
     return 0
 
 
 def add_order(parser: argparse.ArgumentParser) -> None:
     add_common(parser)
     parser.add_argument("--channel", default="bed1")
-    parser.add_argument("--arm", choices=["flat", "titer"], required=True)
-    parser.add_argument("--weight-kg", type=float, required=True, help="30-250 kg")
-    parser.add_argument("--igm-mg-dl", type=float, help="titer arm: baseline titer, 0-1000 mg/dL")
-    parser.add_argument("--hematocrit", type=float, help="titer arm: fraction, 0.10-0.70")
+    add_order_flags(parser, required=True)
 
 
 def run_order(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"arm": args.arm, "weight_kg": args.weight_kg}
-    if args.igm_mg_dl is not None:
-        body["igm_mg_dl"] = args.igm_mg_dl
-    if args.hematocrit is not None:
-        body["hematocrit"] = args.hematocrit
-    return _post(args, "order", body)
+    return _post(args, "order", order_fields(args))

@@ -12,8 +12,8 @@ from typing import Any
 
 import structlog
 
+from gateway.cli.order_flags import add_order_flags, order_fields
 from gateway.config import GatewayConfig, build_config, load_config, parse_host_port
-from gateway.dosing import Arm
 from gateway.errors import InputError
 from gateway.logs import configure_logging
 
@@ -24,10 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML config file (see docs/operations.md)")
     one = parser.add_argument_group("one channel from flags (instead of --config)")
     one.add_argument("--pump", help="pump URL, e.g. newera:///dev/ttyUSB0")
-    one.add_argument("--arm", choices=[a.value for a in Arm])
-    one.add_argument("--weight-kg", type=float)
-    one.add_argument("--igm-mg-dl", type=float)
-    one.add_argument("--hematocrit", type=float)
+    add_order_flags(one, required=False)
     one.add_argument("--state-dir", type=Path)
     one.add_argument("--channel-id", default="bed1")
     one.add_argument("--poll-interval-s", type=float)
@@ -45,7 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> GatewayConfig:
     """A validated config from ``--config`` or from the one-channel flags."""
     if args.config is not None:
-        clashing = [f for f in ("pump", "arm", "weight_kg", "state_dir") if getattr(args, f)]
+        clashing = [
+            f
+            for f in ("pump", "arm", "weight_kg", "state_dir", "randomised_at", "confirm")
+            if getattr(args, f)
+        ]
         if clashing:
             raise InputError(
                 "--config", f"used alone, without --{clashing[0].replace('_', '-')}", True
@@ -63,13 +64,8 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         channel: dict[str, Any] = {
             "id": args.channel_id,
             "pump": args.pump,
-            "arm": args.arm,
-            "weight_kg": args.weight_kg,
+            **order_fields(args),
         }
-        if args.igm_mg_dl is not None:
-            channel["igm_mg_dl"] = args.igm_mg_dl
-        if args.hematocrit is not None:
-            channel["hematocrit"] = args.hematocrit
         data = {"state_dir": str(args.state_dir), "channels": [channel]}
         if args.poll_interval_s is not None:
             data["control"] = {"poll_interval_s": args.poll_interval_s}

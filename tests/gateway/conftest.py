@@ -18,6 +18,8 @@ from tests.gateway.model_driver import ModelDriver
 
 #: Control-logic tests poll every 5 simulated minutes: 288 cycles a day.
 STEP_S = 300.0
+#: The test patients were randomised an hour before a ManualClock starts (2026-01-01T00:00Z).
+RANDOMISED_AT = "2025-12-31T23:00:00Z"
 
 
 @dataclass
@@ -52,6 +54,10 @@ class Rig:
         )
         return self.channel
 
+    def titer(self, igm_mg_dl: float, hematocrit: float = 0.35, **options: Any) -> str:
+        """Post a titer drawn now."""
+        return self.channel.submit_titer(igm_mg_dl, hematocrit, self.clock.wall(), **options)
+
     def events(self, kind: str) -> list[dict[str, Any]]:
         return [e.payload for e in self.journal.events("bed1", kind)]
 
@@ -76,6 +82,7 @@ def make_rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
             "pump": "modbus+tcp://127.0.0.1:1",
             "arm": "flat",
             "weight_kg": 70.0,
+            "randomised_at": RANDOMISED_AT,
         }
         settings.update(config)
         channel = Channel(

@@ -16,10 +16,13 @@ from gateway.errors import ConfigError
 from gateway.tokens import read_token_file
 from protocol.clock import ManualClock
 from simulator.model import PumpModel
+from tests.gateway.conftest import RANDOMISED_AT
 from tests.gateway.model_driver import ModelDriver
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+#: Blood drawn 30 min before the ManualClock's start.
+DRAWN = "2025-12-31T23:30:00Z"
 
 
 @pytest.fixture
@@ -38,6 +41,7 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
                     "weight_kg": 70.0,
                     "igm_mg_dl": 30.0,
                     "hematocrit": 0.35,
+                    "randomised_at": RANDOMISED_AT,
                 }
             ],
         }
@@ -101,10 +105,45 @@ def test_writes_refused_when_no_token_configured(gateway: Gateway) -> None:
 @pytest.mark.parametrize(
     ("path", "body", "field", "text"),
     [
-        ("titers", {"igm_mg_dl": -1, "hematocrit": 0.35}, "igm_mg_per_dl", "from 0 to 1000 mg/dL"),
-        ("titers", {"igm_mg_dl": 30, "hematocrit": 35}, "hematocrit", "from 0.1 to 0.7"),
-        ("titers", {"igm_mg_dl": 30}, "hematocrit", "Field required"),
-        ("titers", {"igm_mg_dl": 30, "hematocrit": 0.3, "hct": 1}, "hct", "Extra inputs"),
+        (
+            "titers",
+            {"igm_mg_dl": -1, "hematocrit": 0.35, "measured_at": DRAWN},
+            "igm_mg_per_dl",
+            "from 0 to 1000 mg/dL",
+        ),
+        (
+            "titers",
+            {"igm_mg_dl": 30, "hematocrit": 35, "measured_at": DRAWN},
+            "hematocrit",
+            "from 0.1 to 0.7",
+        ),
+        ("titers", {"igm_mg_dl": 30, "measured_at": DRAWN}, "hematocrit", "Field required"),
+        ("titers", {"igm_mg_dl": 30, "hematocrit": 0.3}, "measured_at", "Field required"),
+        (
+            "titers",
+            {"igm_mg_dl": 30, "hematocrit": 0.3, "measured_at": "2026-01-01T00:00:00"},
+            "measured_at",
+            "timezone",
+        ),
+        (
+            "titers",
+            {"igm_mg_dl": 30, "hematocrit": 0.3, "measured_at": "2026-01-11T00:00:00Z"},
+            "measured_at",
+            "at most 300 s after now",
+        ),
+        (
+            "titers",
+            {"igm_mg_dl": 0.3, "hematocrit": 0.3, "measured_at": DRAWN},
+            "igm_mg_dl",
+            "did you mean g/L? 0.3 g/L = 30 mg/dL",
+        ),
+        (
+            "titers",
+            {"igm_mg_dl": 30, "hematocrit": 0.3, "measured_at": DRAWN, "hct": 1},
+            "hct",
+            "Extra inputs",
+        ),
+        ("weight", {"weight_kg": 154}, "weight_kg", "did you mean pounds?"),
         ("weight", {"weight_kg": 300}, "weight_kg", "from 30 to 250 kg"),
         ("ack", {"operator": ""}, "operator", "at least 1 character"),
     ],
@@ -122,7 +161,9 @@ def test_invariant_7_bad_api_body_is_422_naming_the_field_and_changes_nothing(
 
 def test_accepted_titer_is_journalled_then_applied(gateway: Gateway, client: TestClient) -> None:
     response = client.post(
-        "/v1/channels/bed1/titers", json={"igm_mg_dl": 55, "hematocrit": 0.3}, headers=AUTH
+        "/v1/channels/bed1/titers",
+        json={"igm_mg_dl": 55, "hematocrit": 0.3, "measured_at": DRAWN},
+        headers=AUTH,
     )
     assert response.status_code == 202
     assert [e.payload["igm_mg_dl"] for e in gateway.journal.events("bed1", "titer_received")] == [

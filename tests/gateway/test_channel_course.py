@@ -30,7 +30,7 @@ def test_flat_course_three_days_each_within_half_a_percent(make_rig: Callable[..
 
 
 def test_invariant_1_no_command_above_ceiling_over_a_course(make_rig: Callable[..., Rig]) -> None:
-    rig = make_rig(arm="flat", weight_kg=30.0, ceiling_ml_per_kg_per_h=0.2)
+    rig = make_rig(arm="flat", weight_kg=30.0, ceiling_ml_per_kg_per_h=0.2, confirm=True)
     rig.run(DAY_S + 300)
     ceiling = 0.2 * 30.0
     assert rig.driver.sent, "the channel commanded nothing"
@@ -49,7 +49,7 @@ def test_titer_arm_awaits_fresh_titer_each_morning(make_rig: Callable[..., Rig])
     rig.run(2 * 300)  # day 2 has begun: no titer newer than 12 h
     assert rig.channel.state is ChannelState.AWAITING_TITER
     assert rig.model.snapshot().state.value != "infusing"
-    rig.channel.submit_titer(80.0, 0.35)
+    rig.titer(80.0)
     rig.run(600)
     assert rig.channel.state is ChannelState.INFUSING
     day2 = rig.journal.days("bed1")[1]
@@ -59,7 +59,7 @@ def test_titer_arm_awaits_fresh_titer_each_morning(make_rig: Callable[..., Rig])
 def test_titer_at_target_means_no_infusion_that_day(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(arm="titer", weight_kg=70.0, igm_mg_dl=30.0, hematocrit=0.35)
     rig.run(DAY_S - 3600)
-    rig.channel.submit_titer(120.0, 0.35)  # next morning's titer, drawn before day 2 begins
+    rig.titer(120.0)  # next morning's titer, drawn before day 2 begins
     rig.run(2 * 3600)
     assert rig.channel.state is ChannelState.DAY_COMPLETE
     assert rig.journal.days("bed1")[1].prescribed_ml == 0.0
@@ -78,7 +78,7 @@ def test_vasopressor_withdrawal_ends_course_after_current_day(make_rig: Callable
 def test_weight_correction_changes_prescription_and_ceiling(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(arm="flat", weight_kg=70.0)
     rig.run(3600)
-    rig.channel.submit_weight(80.0, "re-weighed")
+    rig.channel.submit_weight(80.0, "re-weighed", confirm=True)
     rig.run(600)
     snap = rig.channel.snapshot()
     assert snap["ceiling_ml_per_h"] == pytest.approx(32.0)

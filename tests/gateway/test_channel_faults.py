@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from pytest_mock import MockerFixture
 
 from gateway.channel import AlarmCode, ChannelState
 from gateway.config import AutoResumeConfig, ControlConfig
 from gateway.planner import DAY_S
+from gateway.safety import RateRefusedError
 from protocol.pump_state import PumpAlarm
 from tests.gateway.conftest import STEP_S, Rig
 
@@ -148,17 +150,50 @@ def test_invariant_3_pump_stopped_behind_our_back_is_alarmed(make_rig: Callable[
 
 
 def test_invariant_2_refused_rate_raises_alarm_and_is_journalled(
-    make_rig: Callable[..., Rig],
+    make_rig: Callable[..., Rig], mocker: MockerFixture
 ) -> None:
-    # The pump's own maximum (10 mL/h) is below the plan (14.58 mL/h): the safety check refuses.
-    rig = make_rig(max_rate_ml_per_h=10.0)
+    # The planner never proposes what the check must refuse, so make the one check stricter
+    # than the planner: whatever it refuses must be alarmed, journalled and never sent.
+    def refuse(rate_ml_per_h: float, **_: object) -> None:
+        raise RateRefusedError(rate_ml_per_h, 1.0, "test: stricter check")
+
+    mocker.patch("gateway.controller.check_rate", side_effect=refuse)
+    rig = make_rig()
     rig.run(STEP_S)
     assert AlarmCode.SAFETY_REFUSED.value in alarm_codes(rig)
     refused = rig.events("command_refused")
     assert refused
-    assert "pump's own maximum" in refused[0]["reason"]
+    assert "stricter check" in refused[0]["reason"]
     assert rig.driver.sent == []
     assert rig.model.snapshot().state.value == "stopped"
+
+
+def test_rule_4_pump_max_below_ceiling_plans_at_pump_max_and_alarms_shortfall(
+    make_rig: Callable[..., Rig],
+) -> None:
+    # Pump max 20 mL/h under a 28 mL/h ceiling (70 kg); an 8-h occlusion: catch-up would need
+    # 22.36 mL/h.  The planner plans at the pump's 20, never a rate the check must refuse, and
+    # says at once that the day will fall short (advisory: the pump keeps infusing).
+    rig = make_rig(max_rate_ml_per_h=20.0)
+    rig.run(3600)
+    rig.model.inject(PumpAlarm.OCCLUSION)
+    rig.run(8 * 3600)
+    rig.model.clear_condition(PumpAlarm.OCCLUSION)
+    rig.channel.submit_ack("nurse", "occlusion cleared")
+    rig.run(2 * STEP_S)
+    assert rig.channel.state is ChannelState.INFUSING
+    assert max(rig.driver.sent) == pytest.approx(20.0)
+    assert not rig.events("command_refused")
+    alarms = {a["code"]: a for a in rig.channel.snapshot()["alarms"]}
+    assert alarms["projected_shortfall"]["stops"] is False
+    day = rig.channel.snapshot()["days"][0]
+    assert day["projected_shortfall_ml"] > 1.0
+    rig.run(DAY_S - 9 * 3600)
+    closed = rig.journal.days("bed1")[0]
+    assert closed.closed
+    # Given by 12 h: far more than the 14.58 mL the old planner managed, and never over.
+    assert 100.0 < closed.delivered_ml < 350.0
+    assert closed.shortfall_ml == pytest.approx(350.0 - closed.delivered_ml)
 
 
 def test_power_loss_alarm_needs_ack(make_rig: Callable[..., Rig]) -> None:

@@ -21,6 +21,8 @@ from typing import IO, Any
 
 import pytest
 
+from gateway.timestamps import format_instant
+
 pytestmark = pytest.mark.timeout(300)
 
 TIME_SCALE = 1200.0  # a day in 72 real seconds
@@ -33,6 +35,11 @@ def _spawn(*args: str, stderr: IO[str] | None = None) -> subprocess.Popen[str]:
         stderr=stderr or subprocess.DEVNULL,
         text=True,
     )
+
+
+def _an_hour_ago() -> str:
+    """A randomisation time for a process whose (scaled) clock starts at real now."""
+    return format_instant(time.time() - 3600.0)
 
 
 def _first_json_line(proc: subprocess.Popen[str]) -> dict[str, Any]:
@@ -107,6 +114,7 @@ def test_invariant_6_kill_9_mid_day_then_restart(
         "[control.auto_resume]\nmax_gap_s = 3600\n"
         "[[channels]]\n"
         f'id = "bed1"\npump = "{info["pump_url"]}"\narm = "flat"\nweight_kg = 70\n'
+        f"randomised_at = {_an_hour_ago()}\n"
     )
     log = (tmp_path / "gateway.log").open("w")
     gateway = _spawn("run", "--config", str(config), stderr=log)
@@ -171,6 +179,8 @@ def test_run_drives_sim_and_bedside_commands_talk_to_it(
         "30",
         "--hematocrit",
         "0.35",
+        "--randomised-at",
+        _an_hour_ago(),
         "--state-dir",
         str(state_dir),
         "--api",
@@ -205,6 +215,8 @@ def test_run_drives_sim_and_bedside_commands_talk_to_it(
                     "30",
                     "--hematocrit",
                     "35",
+                    "--measured-at",
+                    format_instant(time.time()),
                 ]
             )
             == 2
@@ -222,6 +234,8 @@ def test_run_drives_sim_and_bedside_commands_talk_to_it(
                     "62",
                     "--hematocrit",
                     "0.34",
+                    "--measured-at",
+                    format_instant(time.time()),
                 ]
             )
             == 0
@@ -263,6 +277,8 @@ def test_two_processes_at_600x_deliver_a_day_within_half_a_percent(tmp_path: Pat
             "flat",
             "--weight-kg",
             "70",
+            "--randomised-at",
+            _an_hour_ago(),
             "--state-dir",
             str(state_dir),
             "--time-scale",

@@ -16,6 +16,7 @@ from gateway.daemon import Gateway
 from protocol.clock import ManualClock
 from protocol.pump_state import PumpState
 from simulator.model import PumpModel
+from tests.gateway.conftest import RANDOMISED_AT
 from tests.gateway.model_driver import ModelDriver
 
 TOKEN = "order-test-token-0123456789"
@@ -53,7 +54,13 @@ def test_channel_without_order_waits_with_the_pump_stopped(
 def test_order_over_the_api_starts_the_course(rig: tuple[Gateway, PumpModel, TestClient]) -> None:
     gateway, model, client = rig
     asyncio.run(gateway.tick())
-    body = {"arm": "titer", "weight_kg": 70, "igm_mg_dl": 30, "hematocrit": 0.35}
+    body = {
+        "arm": "titer",
+        "weight_kg": 70,
+        "igm_mg_dl": 30,
+        "hematocrit": 0.35,
+        "randomised_at": RANDOMISED_AT,
+    }
     assert client.post("/v1/channels/bed1/order", json=body, headers=AUTH).status_code == 202
     asyncio.run(gateway.tick())
     snap = client.get("/v1/channels/bed1").json()

@@ -52,6 +52,34 @@ def test_invariant_1_site_may_lower_ceiling(weight_kg: float, per_kg: float, rat
         assert approved.ceiling_ml_per_h <= per_kg * weight_kg
 
 
+def test_rule_4_ceiling_is_20_mg_per_kg_per_h_whatever_the_concentration() -> None:
+    # 0.4 mL/kg/h is 20 mg/kg/h only at 50 mg/mL: a 100 mg/mL product halves the volume ceiling.
+    assert ceiling_ml_per_h(70.0, concentration_mg_per_ml=100.0) == pytest.approx(14.0)
+    assert ceiling_ml_per_h(70.0, concentration_mg_per_ml=50.0) == pytest.approx(28.0)
+    # A more dilute product never raises the volume ceiling above 0.4 mL/kg/h.
+    assert ceiling_ml_per_h(70.0, concentration_mg_per_ml=25.0) == pytest.approx(28.0)
+    with pytest.raises(RateRefusedError, match="20 mg/kg/h at 100 mg/mL"):
+        check_rate(14.01, weight_kg=70.0, concentration_mg_per_ml=100.0)
+    assert check_rate(14.0, weight_kg=70.0, concentration_mg_per_ml=100.0).ceiling_ml_per_h == 14.0
+
+
+@given(
+    weight_kg=weights,
+    concentration=st.floats(min_value=1.0, max_value=1000.0),
+    rate=st.floats(min_value=0.0, max_value=200.0),
+)
+def test_rule_4_no_approved_rate_exceeds_20_mg_per_kg_per_h(
+    weight_kg: float, concentration: float, rate: float
+) -> None:
+    try:
+        approved = check_rate(rate, weight_kg=weight_kg, concentration_mg_per_ml=concentration)
+    except RateRefusedError:
+        assert rate * concentration / weight_kg > 20.0 * (1 - 1e-12) or rate > 0.4 * weight_kg
+        return
+    assert approved.rate_ml_per_h * concentration / weight_kg <= 20.0 * (1 + 1e-12)
+    assert approved.rate_ml_per_h <= CEILING_ML_PER_KG_PER_H * weight_kg
+
+
 @pytest.mark.parametrize("per_kg", [0.41, 0.5, 1.0, float("inf"), float("nan"), 0.0, -0.1])
 def test_invariant_1_configuration_never_raises_the_ceiling(per_kg: float) -> None:
     with pytest.raises(InputError, match="ceiling_ml_per_kg_per_h"):

@@ -1,0 +1,1084 @@
+"""The course controller: one pure function from what is known to what to do.
+
+:func:`decide` takes a channel's :class:`~gateway.course_state.CourseState`, the latest
+observation of its pump (a reading, with the outcomes of the last effects, or silence), the
+inputs people and the lab sent, the time and the site's rules, and returns the new state, the
+events to journal and the effects to perform.  It does no I/O, reads no clock and touches no
+journal, so a 7-day course with faults is a table of (state, observation, inputs) -> effects
+that runs in milliseconds.  docs/design.md describes the states and transitions; docs/dosing.md
+the clinical rules it holds.
+
+Safety invariants carried here (docs/design.md, "The seven invariants"):
+
+3. Readback: after each command and on each poll, the pump's rate and state are compared with
+   what was commanded; above the ceiling, or off by more than one step -> stop and alarm.
+4. Never over-deliver: the VTBI is what remains of the day computed from the *upper* bound of
+   what was delivered (totalizer plus one display step); catch-up is ``min(ceiling, pump max,
+   remaining / remaining time)``.
+5. Fail safe on silence: the pump's watchdog is armed on every connection before any start; a
+   silent pump is alarmed on the first failed poll and resumed only by an acknowledgement or the
+   bounded auto-resume rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from drivers.status import PumpStatus
+from gateway.course_inputs import (
+    AckInput,
+    Input,
+    OrderInput,
+    ShutdownInput,
+    StopInput,
+    TiterInput,
+    VasopressorsWithdrawnInput,
+    WeightInput,
+)
+from gateway.course_state import (
+    TRANSITIONS,
+    Alarm,
+    AlarmCode,
+    ChannelState,
+    Commanded,
+    CourseDay,
+    CourseState,
+    Prescription,
+    TiterRecord,
+    TransitionError,
+)
+from gateway.dosing import Arm, DailyDose, course_days_max, flat_daily_dose, titer_daily_dose
+from gateway.effects import (
+    ArmWatchdog,
+    ClearPumpAlarms,
+    ClearTotals,
+    Done,
+    Effect,
+    Failed,
+    Observation,
+    ProgramRate,
+    PumpReading,
+    RateProgrammed,
+    Silence,
+    StartPump,
+    StopPump,
+    WatchdogArmed,
+)
+from gateway.errors import InputError
+from gateway.planner import check_start_delay, plan_rate
+from gateway.rules import (
+    OVER_DELIVERY_TOLERANCE,
+    RATE_FLOAT_SLACK_ML_PER_H,
+    REPLAN_FRACTION,
+    REPLAN_QUIET_S,
+    SHORTFALL_ALARM_ML,
+    VOLUME_EPSILON_ML,
+    CourseRules,
+    LateTiterPolicy,
+)
+from gateway.safety import RateRefusedError, check_rate
+from protocol.pump_state import STOPPING_ALARMS, PumpAlarm, PumpState
+
+#: Pump alarms that an automatic resume may clear: the pump's watchdog stopped it while the
+#: link was down.  Anything else needs a person at the bedside.
+AUTO_RESUMABLE_PUMP_ALARMS = frozenset({PumpAlarm.COMM_TIMEOUT})
+
+
+@dataclass(frozen=True)
+class Event:
+    """One journal entry the decision asks for (``kind`` is the stable structlog event name)."""
+
+    kind: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: CourseState
+    events: tuple[Event, ...]
+    effects: tuple[Effect, ...]
+
+
+def decide(
+    state: CourseState,
+    observation: Observation | None,
+    inputs: Sequence[Input],
+    now_s: float,
+    rules: CourseRules,
+) -> Decision:
+    """The one decision of a control round; pure."""
+    decider = _Decider(state, now_s, rules)
+    try:
+        for item in inputs:
+            decider.apply(item)
+        if decider.effects and isinstance(observation, PumpReading) and not observation.outcomes:
+            # The reading predates what the inputs just asked of the pump: act first, then
+            # look again (the executor re-polls after performing the effects).
+            return decider.result()
+        match observation:
+            case PumpReading():
+                decider.on_reading(observation)
+            case Silence():
+                decider.on_silence(observation)
+            case None:
+                pass
+    except TransitionError as exc:
+        decider.internal_error(str(exc))
+    return decider.result()
+
+
+def _dose_payload(
+    day: int, prescription: Prescription, titer: TiterRecord | None
+) -> dict[str, Any]:
+    return {
+        "day": day,
+        "why": prescription.why,
+        "dose_mg_per_kg": prescription.dose_mg_per_kg,
+        "volume_ml": prescription.volume_ml,
+        "weight_kg": prescription.weight_kg,
+        "igm_mg_dl": titer.igm_mg_dl if titer else None,
+        "hematocrit": titer.hematocrit if titer else None,
+        "titer_measured_at_s": titer.measured_at_s if titer else None,
+        "titer_seq": prescription.titer_seq,
+        "capped": prescription.capped,
+        "notes": list(prescription.notes),
+    }
+
+
+class _Decider:
+    """The working copy of one decision: state replaced field by field, events, effects."""
+
+    def __init__(self, state: CourseState, now_s: float, rules: CourseRules) -> None:
+        self.s = state
+        self.now = now_s
+        self.rules = rules
+        self.events: list[Event] = []
+        self.effects: list[Effect] = []
+        #: A rate program the pump confirmed in this observation: a start may follow.
+        self.programmed = False
+        self.cleared_pump_alarms = False
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def result(self) -> Decision:
+        return Decision(self.s, tuple(self.events), tuple(self.effects))
+
+    def emit(self, kind: str, **payload: Any) -> None:
+        self.events.append(Event(kind, payload))
+
+    def set_state(self, new: ChannelState, reason: str) -> None:
+        old = self.s.channel
+        if old is new:
+            return
+        if new not in TRANSITIONS[old]:
+            raise TransitionError(f"{old.value} -> {new.value} is not an allowed transition")
+        self.s = replace(self.s, channel=new)
+        self.emit("state", **{"from": old.value, "to": new.value, "reason": reason})
+
+    def internal_error(self, detail: str) -> None:
+        """A bug: stop the pump, alarm, and act on nothing else this round."""
+        self.effects = [StopPump(f"internal error: {detail}")]
+        self.emit("command", command="stop", reason="internal error")
+        alarm = Alarm(AlarmCode.INTERNAL_ERROR.value, detail, self.now)
+        self.s = replace(
+            self.s,
+            channel=ChannelState.ALARM,
+            commanded=None,
+            alarms=(*self.s.alarms, alarm),
+        )
+        self.emit("alarm", code=alarm.code, detail=detail, stop=True)
+
+    def put_today(self, day: CourseDay) -> None:
+        self.s = replace(self.s, days=(*self.s.days[:-1], day))
+
+    def raise_alarm(self, code: str, detail: str, *, stop: bool = True) -> None:
+        if code not in {a.code for a in self.s.alarms}:
+            self.s = replace(self.s, alarms=(*self.s.alarms, Alarm(code, detail, self.now, stop)))
+            self.emit("alarm", code=code, detail=detail, stop=stop)
+        if stop:
+            self.stop_pump(f"alarm {code}")
+            if self.s.channel is not ChannelState.LINK_LOST:
+                self.set_state(ChannelState.ALARM, code)
+
+    def clear_alarms(self, reason: str, codes: set[str] | None = None) -> None:
+        kept = tuple(a for a in self.s.alarms if codes is not None and a.code not in codes)
+        cleared = [a.code for a in self.s.alarms if a not in kept]
+        if cleared:
+            self.s = replace(self.s, alarms=kept)
+            self.emit("alarm_cleared", codes=cleared, reason=reason)
+
+    def stop_pump(self, reason: str) -> None:
+        if not any(isinstance(e, StopPump) for e in self.effects):
+            self.emit("command", command="stop", reason=reason)
+            self.effects.append(StopPump(reason))
+        self.s = replace(self.s, commanded=None)
+
+    def ceiling(self) -> float:
+        return self.s.ceiling_ml_per_h()
+
+    def completed(self) -> bool:
+        return self.s.channel is ChannelState.COMPLETED
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def apply(self, item: Input) -> None:
+        match item:
+            case OrderInput():
+                self.take_order(item)
+            case TiterInput():
+                self.take_titer(item)
+            case WeightInput():
+                self.take_weight(item)
+            case AckInput():
+                self.emit("ack", operator=item.operator, note=item.note)
+                self.s = replace(self.s, resume_requested=True)
+                self.clear_alarms(
+                    f"acknowledged by {item.operator}",
+                    {a.code for a in self.s.alarms if not a.stops},
+                )
+            case StopInput():
+                self.emit("stop", operator=item.operator, reason=item.reason)
+                self.stop_pump("operator stop")
+                if self.s.channel is not ChannelState.COMPLETED:
+                    self.set_state(ChannelState.STOPPED, f"stopped by {item.operator}")
+            case VasopressorsWithdrawnInput():
+                self.take_vasopressors(item)
+            case ShutdownInput():
+                self.emit("shutdown", reason=item.reason, state=self.s.channel.value)
+                if self.s.channel is ChannelState.INFUSING:
+                    self.stop_pump(f"gateway shutdown: {item.reason}")
+                    self.s = replace(
+                        self.s,
+                        state_before_loss=ChannelState.INFUSING,
+                        lost_since_s=self.now,
+                    )
+                    self.emit("shutdown_stopped_pump", resume="by the auto-resume rule or an ack")
+
+    def take_order(self, item: OrderInput) -> None:
+        if self.s.channel is not ChannelState.AWAITING_ORDER or self.s.order is not None:
+            self.emit("order_rejected", state=self.s.channel.value)
+            return
+        order = item.order
+        titers = self.s.titers
+        if order.arm is Arm.TITER:
+            assert item.igm_mg_dl is not None
+            assert item.hematocrit is not None
+            titers = (
+                *titers,
+                TiterRecord(
+                    seq=len(titers),
+                    igm_mg_dl=item.igm_mg_dl,
+                    hematocrit=item.hematocrit,
+                    measured_at_s=item.titer_measured_at_s or order.received_at_s,
+                    received_at_s=order.received_at_s,
+                    baseline=True,
+                ),
+            )
+        self.s = replace(self.s, order=order, weight_kg=order.weight_kg, titers=titers)
+        self.emit(
+            "order",
+            arm=order.arm.value,
+            weight_kg=order.weight_kg,
+            ceiling_ml_per_kg_per_h=order.ceiling_ml_per_kg_per_h,
+            concentration_mg_per_ml=order.concentration_mg_per_ml,
+            igm_content_mg_per_ml=order.igm_content_mg_per_ml,
+            randomised_at_s=order.randomised_at_s,
+            start_override_reason=order.start_override_reason,
+            igm_mg_dl=item.igm_mg_dl,
+            hematocrit=item.hematocrit,
+        )
+        for note in item.confirmed_notes:
+            self.emit("soft_limit_confirmed", note=note)
+        self.set_state(ChannelState.STARTING, "order received")
+
+    def take_titer(self, item: TiterInput) -> None:
+        if self.s.order is None or self.s.order.arm is not Arm.TITER:
+            self.emit("titer_rejected", reason="the channel has no titer-arm order")
+            return
+        record = TiterRecord(
+            seq=len(self.s.titers),
+            igm_mg_dl=item.igm_mg_dl,
+            hematocrit=item.hematocrit,
+            measured_at_s=item.measured_at_s,
+            received_at_s=item.received_at_s,
+            confirmed_note=item.confirmed_note,
+        )
+        self.s = replace(self.s, titers=(*self.s.titers, record))
+        self.emit(
+            "titer",
+            seq=record.seq,
+            igm_mg_dl=record.igm_mg_dl,
+            hematocrit=record.hematocrit,
+            measured_at_s=record.measured_at_s,
+            corrects_day=item.corrects_day,
+            confirmed_note=item.confirmed_note,
+        )
+        today = self.s.today
+        if item.corrects_day is not None:
+            if today is None or today.day != item.corrects_day or today.closed:
+                self.emit(
+                    "titer_correction_rejected",
+                    day=item.corrects_day,
+                    reason="only the running day's titer can be corrected",
+                )
+                return
+            self.prescribe_today(record, f"titer of day {today.day} corrected")
+            return
+        if today is not None and today.prescription is None and not today.closed:
+            self.try_open_waiting_day()
+
+    def take_weight(self, item: WeightInput) -> None:
+        if self.s.order is None:
+            self.emit("weight_rejected", reason="no order yet")
+            return
+        self.s = replace(self.s, weight_kg=item.weight_kg)
+        self.emit(
+            "weight",
+            weight_kg=item.weight_kg,
+            reason=item.reason,
+            confirmed_note=item.confirmed_note,
+        )
+        today = self.s.today
+        if today is not None and today.prescription is not None and not today.closed:
+            # The day keeps its titer: only the weight changes (rule 1).
+            self.prescribe_today(self.s.titer(today.prescription.titer_seq), "weight corrected")
+        self.s = replace(self.s, commanded=None)  # re-plan against the new ceiling
+
+    def take_vasopressors(self, item: VasopressorsWithdrawnInput) -> None:
+        if self.s.order is None or self.s.order.arm is Arm.FLAT:
+            self.emit(
+                "vasopressors_withdrawn_ignored",
+                at_s=item.at_s,
+                reason="the flat arm always runs its 3 days",
+            )
+            return
+        self.s = replace(self.s, vasopressors_withdrawn_at_s=item.at_s)
+        self.emit("vasopressors_withdrawn", withdrawn_at_s=item.at_s)
+        today = self.s.today
+        if (
+            today is not None
+            and today.prescription is None
+            and not today.closed
+            and self.s.channel is not ChannelState.COMPLETED
+        ):
+            # Waiting for a titer that will not be needed: the course ends here.
+            self.put_today(replace(today, closed=True, shortfall_ml=0.0, notes=("not given",)))
+            self.emit_day_close(self.s.days[-1])
+            self.complete("vasopressors withdrawn")
+
+    # -- observations -----------------------------------------------------------------------
+
+    def on_silence(self, obs: Silence) -> None:
+        self.take_outcomes(obs.outcomes, connection=None)
+        self.s = replace(self.s, link=replace(self.s.link, armed_connection=None))
+        if self.s.channel in (ChannelState.LINK_LOST, ChannelState.COMPLETED):
+            return
+        self.s = replace(
+            self.s,
+            lost_since_s=self.s.link.last_good_poll_s or self.now,
+            state_before_loss=self.s.channel,
+            recovering=True,
+            commanded=None,
+        )
+        self.set_state(ChannelState.LINK_LOST, f"pump silent: {obs.error}")
+        self.raise_alarm(AlarmCode.PUMP_SILENT.value, obs.error, stop=False)
+
+    def on_reading(self, obs: PumpReading) -> None:
+        status = obs.status
+        self.take_outcomes(obs.outcomes, connection=obs.connection)
+        previous_poll_s = self.s.link.last_good_poll_s
+        self.s = replace(self.s, link=replace(self.s.link, last_good_poll_s=self.now))
+        self.account(status)
+        self.emit(
+            "readback",
+            state=status.state.value,
+            rate_ml_per_h=status.rate_ml_per_h,
+            volume_infused_ml=status.volume_infused_ml,
+            volume_resolution_ml=status.volume_resolution_ml,
+            vtbi_remaining_ml=status.vtbi_remaining_ml,
+            alarms=sorted(a.value for a in status.alarms),
+            delivered_ml=self.s.today.delivered_ml if self.s.today else 0.0,
+        )
+        if self.s.link.armed_connection != obs.connection:
+            identity = obs.identity
+            self.s = replace(
+                self.s,
+                link=replace(
+                    self.s.link,
+                    pump_max_rate_ml_per_h=identity.max_rate_ml_per_h if identity else None,
+                    rate_resolution_ml_per_h=(
+                        identity.rate_resolution_ml_per_h if identity else 0.01
+                    ),
+                ),
+            )
+            self.effects.append(ArmWatchdog(self.rules.pump_watchdog_s))
+            return  # nothing starts before the pump holds its watchdog
+        if self.s.channel is ChannelState.COMPLETED:
+            if status.state is PumpState.INFUSING:
+                self.stop_pump("pump infusing after the course completed")
+                self.emit("pump_infusing_after_course", rate_ml_per_h=status.rate_ml_per_h)
+            return
+        if self.s.recovering:
+            self.recover(status, previous_poll_s)
+            return
+        if self.s.course_start_s is not None and not self.roll_days(status):
+            return
+        if self.completed():
+            return
+        if self.s.channel in (ChannelState.ALARM, ChannelState.STOPPED):
+            self.hold_stopped(status)
+            return
+        if self.s.channel is ChannelState.AWAITING_ORDER:
+            if status.state is PumpState.INFUSING:  # no order: nothing may run
+                self.raise_alarm(AlarmCode.STATE_MISMATCH.value, "pump was infusing with no order")
+            return
+        if not self.verify(status):
+            return
+        if self.s.course_start_s is None:
+            self.start_course()
+            if self.s.course_start_s is None:
+                return  # refused (start window): alarmed
+        self.drive(status)
+
+    def take_outcomes(self, outcomes: Sequence[object], *, connection: str | None) -> None:
+        for outcome in outcomes:
+            match outcome:
+                case WatchdogArmed(effect=effect, held_s=held_s):
+                    self.s = replace(
+                        self.s,
+                        link=replace(
+                            self.s.link, armed_connection=connection, watchdog_held_s=held_s
+                        ),
+                    )
+                    self.emit(
+                        "pump_connected",
+                        connection=connection,
+                        watchdog_requested_s=effect.timeout_s,
+                        watchdog_s=held_s,
+                        max_rate_ml_per_h=self.s.link.pump_max_rate_ml_per_h,
+                    )
+                case RateProgrammed():
+                    self.take_rate_readback(outcome)
+                case Done(effect=ClearTotals()):
+                    self.s = replace(
+                        self.s,
+                        link=replace(
+                            self.s.link, last_totalizer_ml=0.0, totals_clear_pending=False
+                        ),
+                    )
+                    self.emit("totals_cleared", day=self.s.day_number)
+                case Done(effect=ClearPumpAlarms()):
+                    self.cleared_pump_alarms = True
+                case Done():
+                    pass
+                case Failed(effect=effect, error=error):
+                    self.take_failure(effect, error, connection)
+
+    def take_failure(self, effect: Effect, error: str, connection: str | None) -> None:
+        match effect:
+            case StopPump():
+                self.emit("stop_failed", error=error)
+            case ClearTotals():
+                self.emit("clear_totals_failed", error=error)  # pending: a drop is this clear
+            case ClearPumpAlarms():
+                self.emit("clear_alarms_failed", error=error)
+                self.cleared_pump_alarms = True
+            case ArmWatchdog():
+                self.s = replace(
+                    self.s,
+                    link=replace(self.s.link, armed_connection=connection, watchdog_held_s=None),
+                )
+                self.raise_alarm(
+                    AlarmCode.PUMP_REFUSED.value,
+                    f"the pump did not take its communication watchdog: {error}",
+                )
+            case ProgramRate():
+                self.raise_alarm(AlarmCode.PUMP_REFUSED.value, error)
+            case StartPump():
+                self.raise_alarm(AlarmCode.PUMP_REFUSED.value, f"start: {error}")
+
+    def take_rate_readback(self, outcome: RateProgrammed) -> None:
+        readback = outcome.readback
+        effect = outcome.effect
+        self.emit(
+            "command_readback",
+            sent_ml_per_h=readback.sent_ml_per_h,
+            readback_ml_per_h=readback.readback_ml_per_h,
+            resolution_ml_per_h=readback.resolution_ml_per_h,
+            vtbi_held_ml=outcome.vtbi_held_ml,
+        )
+        if (
+            readback.readback_ml_per_h
+            > effect.approved.ceiling_ml_per_h + RATE_FLOAT_SLACK_ML_PER_H
+        ):
+            self.raise_alarm(
+                AlarmCode.RATE_ABOVE_CEILING.value,
+                f"pump holds {readback.readback_ml_per_h} mL/h after command",
+            )
+            return
+        if (
+            abs(readback.readback_ml_per_h - readback.sent_ml_per_h)
+            > readback.resolution_ml_per_h + RATE_FLOAT_SLACK_ML_PER_H
+        ):
+            self.raise_alarm(
+                AlarmCode.RATE_MISMATCH.value,
+                f"sent {readback.sent_ml_per_h}, pump holds {readback.readback_ml_per_h}",
+            )
+            return
+        if outcome.vtbi_held_ml > effect.vtbi_ml + VOLUME_EPSILON_ML:
+            self.raise_alarm(
+                AlarmCode.STATE_MISMATCH.value,
+                f"pump holds VTBI {outcome.vtbi_held_ml} mL, above the "
+                f"{effect.vtbi_ml:.3f} mL left",
+            )
+            return
+        self.s = replace(
+            self.s,
+            commanded=Commanded(
+                rate_ml_per_h=readback.readback_ml_per_h,
+                vtbi_ml=outcome.vtbi_held_ml,
+                ceiling_ml_per_h=effect.approved.ceiling_ml_per_h,
+                at_s=self.now,
+            ),
+            max_commanded_rate_ml_per_h=max(
+                self.s.max_commanded_rate_ml_per_h, readback.sent_ml_per_h
+            ),
+        )
+        self.programmed = True
+
+    # -- accounting (invariant 4) -------------------------------------------------------------
+
+    def account(self, status: PumpStatus) -> None:
+        link = self.s.link
+        last = link.last_totalizer_ml
+        now_ml = status.volume_infused_ml
+        step_ml = status.volume_resolution_ml
+        new_last = now_ml
+        delta = 0.0 if last is None else now_ml - last
+        pending = link.totals_clear_pending
+        if last is not None and delta < -VOLUME_EPSILON_ML and pending:
+            # The day-boundary clear went through before it could be recorded.
+            pending = False
+            self.emit("totals_cleared", recovered=True, totalizer_ml=now_ml)
+            delta = now_ml
+        elif last is not None and delta < 0.0:
+            if delta < -VOLUME_EPSILON_ML:
+                self.s = replace(
+                    self.s,
+                    link=replace(link, last_totalizer_ml=now_ml, last_volume_resolution_ml=step_ml),
+                )
+                # What the pump delivered since the last reading is unknown: never guess low.
+                self.raise_alarm(
+                    AlarmCode.TOTALIZER_WENT_BACK.value,
+                    f"pump totalizer went from {last:.3f} to {now_ml:.3f} mL",
+                )
+                return
+            new_last, delta = last, 0.0  # display noise: keep the higher reading
+        self.s = replace(
+            self.s,
+            link=replace(
+                link,
+                last_totalizer_ml=new_last,
+                last_volume_resolution_ml=step_ml,
+                totals_clear_pending=pending,
+            ),
+        )
+        today = self.s.today
+        if today is not None and not today.closed:
+            delivered = today.delivered_ml + max(delta, 0.0)
+            self.put_today(
+                replace(today, delivered_ml=delivered, delivered_max_ml=delivered + step_ml)
+            )
+
+    # -- verification (invariant 3) -----------------------------------------------------------
+
+    def verify(self, status: PumpStatus) -> bool:
+        """Compare the pump with what was commanded; stop and alarm on any disagreement."""
+        ceiling = self.ceiling()
+        commanded = self.s.commanded
+        resolution = self.s.link.rate_resolution_ml_per_h
+        if (
+            status.state is PumpState.INFUSING
+            and status.rate_ml_per_h > ceiling + RATE_FLOAT_SLACK_ML_PER_H
+        ):
+            lowered = (
+                commanded is not None
+                and abs(status.rate_ml_per_h - commanded.rate_ml_per_h) <= resolution
+                and commanded.ceiling_ml_per_h > ceiling
+            )
+            if not lowered:
+                self.raise_alarm(
+                    AlarmCode.RATE_ABOVE_CEILING.value,
+                    f"pump reports {status.rate_ml_per_h} mL/h, ceiling {ceiling:.2f}",
+                )
+                return False
+            # A lower weight lowered the ceiling under a rate we commanded: re-plan down now.
+            self.emit("replan_lower_ceiling", rate_ml_per_h=status.rate_ml_per_h, ceiling=ceiling)
+            self.s = replace(self.s, commanded=None)
+            commanded = None
+        stopping = {a for a in status.alarms if a in STOPPING_ALARMS}
+        if stopping:
+            for alarm in sorted(stopping):
+                self.raise_alarm(f"pump_{alarm.value}", f"pump reports {alarm.value}")
+            return False
+        if PumpAlarm.LOW_BATTERY in status.alarms:
+            self.raise_alarm(AlarmCode.LOW_BATTERY.value, "pump reports low battery", stop=False)
+        if PumpAlarm.RATE_REFUSED in status.alarms:
+            self.raise_alarm(AlarmCode.PUMP_REFUSED.value, "pump refused a rate")
+            return False
+        channel = self.s.channel
+        if channel is ChannelState.INFUSING:
+            if status.state is not PumpState.INFUSING:
+                if PumpAlarm.VTBI_COMPLETE in status.alarms:
+                    return True  # the pump delivered the day's volume: drive closes the day
+                self.raise_alarm(
+                    AlarmCode.STATE_MISMATCH.value,
+                    f"pump is {status.state.value}, expected infusing",
+                )
+                return False
+            if (
+                commanded is not None
+                and abs(status.rate_ml_per_h - commanded.rate_ml_per_h)
+                > resolution + RATE_FLOAT_SLACK_ML_PER_H
+            ):
+                self.raise_alarm(
+                    AlarmCode.RATE_MISMATCH.value,
+                    f"pump holds {status.rate_ml_per_h} mL/h, commanded {commanded.rate_ml_per_h}",
+                )
+                return False
+        elif status.state is PumpState.INFUSING and channel is not ChannelState.STARTING:
+            self.raise_alarm(
+                AlarmCode.STATE_MISMATCH.value,
+                f"pump is infusing while the channel is {channel.value}",
+            )
+            return False
+        today = self.s.today
+        if today is not None and today.prescription is not None:
+            allowed = max(today.prescription.volume_ml, today.delivered_at_prescription_ml)
+            if today.delivered_ml > allowed * (1 + OVER_DELIVERY_TOLERANCE) + VOLUME_EPSILON_ML:
+                self.raise_alarm(
+                    AlarmCode.OVER_DELIVERY.value,
+                    f"delivered {today.delivered_ml:.3f} mL of {allowed:.3f} mL",
+                )
+                return False
+        return True
+
+    # -- course and day windows --------------------------------------------------------------
+
+    def start_course(self) -> None:
+        order = self.s.order
+        assert order is not None
+        if order.randomised_at_s is not None:
+            try:
+                check = check_start_delay(
+                    order.randomised_at_s, self.now, override_reason=order.start_override_reason
+                )
+            except InputError as exc:
+                self.raise_alarm(AlarmCode.START_WINDOW_EXCEEDED.value, str(exc))
+                return
+            self.emit(
+                "start_check",
+                randomised_at_s=order.randomised_at_s,
+                delay_h=check.delay_h,
+                within_window=check.within_window,
+                override_reason=check.override_reason,
+            )
+        else:
+            self.emit(
+                "start_check",
+                randomised_at_s=None,
+                note="no randomisation time: the site allows it (require_randomisation_time "
+                "= false); the 12-h start rule was not checked",
+            )
+        self.s = replace(self.s, course_start_s=self.now)
+        self.emit("course_start", arm=order.arm.value, weight_kg=self.s.weight_kg)
+        self.open_day(1, self.now)
+
+    def choose_titer(self, day: CourseDay) -> TiterRecord | None:
+        """Day 1: the order's baseline titer.  Day n: the newest unused titer drawn no earlier
+        than the age limit before the window opens (rule 1)."""
+        if day.day == 1:
+            return next((t for t in self.s.titers if t.baseline), None)
+        earliest = day.nominal_start_s - self.rules.titer_max_age_s
+        candidates = [
+            t
+            for t in self.s.titers
+            if not t.baseline
+            and self.s.titer_used_by(t.seq) is None
+            and earliest <= t.measured_at_s <= self.now
+        ]
+        return max(candidates, key=lambda t: (t.measured_at_s, t.seq), default=None)
+
+    def dose(self, titer: TiterRecord | None) -> DailyDose:
+        order = self.s.order
+        assert order is not None
+        assert self.s.weight_kg is not None
+        if order.arm is Arm.FLAT:
+            return flat_daily_dose(self.s.weight_kg, order.product)
+        assert titer is not None
+        return titer_daily_dose(
+            self.s.weight_kg,
+            titer.igm_mg_dl,
+            titer.hematocrit,
+            order.product,
+            baseline=titer.baseline,
+        )
+
+    def prescribe_today(self, titer: TiterRecord | None, why: str) -> None:
+        today = self.s.today
+        assert today is not None
+        dose = self.dose(titer)
+        notes = list(dose.notes)
+        if dose.volume_ml < today.delivered_ml:
+            notes.append(
+                f"the corrected dose ({dose.volume_ml:.2f} mL) is below what was already given "
+                f"({today.delivered_ml:.2f} mL): nothing more today"
+            )
+        prescription = Prescription(
+            volume_ml=dose.volume_ml,
+            dose_mg_per_kg=dose.dose_mg_per_kg,
+            weight_kg=dose.weight_kg,
+            titer_seq=None if titer is None else titer.seq,
+            capped=dose.capped,
+            notes=tuple(notes),
+            why=why,
+        )
+        self.put_today(
+            replace(
+                today,
+                prescription=prescription,
+                delivered_at_prescription_ml=today.delivered_ml,
+            )
+        )
+        self.emit("prescription", **_dose_payload(today.day, prescription, titer))
+        self.s = replace(self.s, commanded=None)
+
+    def open_day(self, number: int, nominal_start_s: float) -> None:
+        day = CourseDay(day=number, nominal_start_s=nominal_start_s, window_start_s=nominal_start_s)
+        self.s = replace(self.s, days=(*self.s.days, day), commanded=None)
+        self.clear_alarms(
+            "a new day", {AlarmCode.PROJECTED_SHORTFALL.value, AlarmCode.TITER_LATE.value}
+        )
+        titer = None
+        arm = self.s.order.arm if self.s.order else Arm.FLAT
+        if arm is Arm.TITER:
+            titer = self.choose_titer(day)
+            if titer is None:
+                window = None if self.rules.late_titer is LateTiterPolicy.SHIFT else nominal_start_s
+                self.put_today(
+                    replace(day, window_start_s=window, late_titer_policy=self.rules.late_titer)
+                )
+        self.emit(
+            "day_open",
+            day=number,
+            nominal_start_s=nominal_start_s,
+            window_start_s=self.s.days[-1].window_start_s,
+        )
+        if arm is Arm.TITER and titer is None:
+            self.stop_pump(f"no fresh titer for day {number}")
+            self.set_state(ChannelState.AWAITING_TITER, f"no fresh titer for day {number}")
+            self.raise_alarm(
+                AlarmCode.TITER_LATE.value,
+                f"day {number}: no titer drawn within "
+                f"{self.rules.titer_max_age_s / 3600:g} h before its window; the pump waits "
+                f"stopped ({self.rules.late_titer.value}: "
+                + (
+                    "the day's 24 h start when the titer arrives)"
+                    if self.rules.late_titer is LateTiterPolicy.SHIFT
+                    else "the window keeps its clock times)"
+                ),
+                stop=False,
+            )
+            return
+        self.prescribe_today(titer, f"day {number}")
+
+    def try_open_waiting_day(self) -> None:
+        """A titer arrived while today waits for one (rule 2)."""
+        today = self.s.today
+        assert today is not None
+        titer = self.choose_titer(today)
+        if titer is None:
+            self.emit("titer_not_for_today", day=today.day, reason="drawn too early or used")
+            return
+        if self.rules.late_titer is LateTiterPolicy.SHIFT:
+            self.put_today(replace(today, window_start_s=self.now))
+            self.emit("window_shifted", day=today.day, window_start_s=self.now)
+        self.prescribe_today(titer, f"day {today.day} (late titer)")
+        self.clear_alarms("titer received", {AlarmCode.TITER_LATE.value})
+        if self.s.channel is ChannelState.AWAITING_TITER:
+            self.set_state(ChannelState.STARTING, "titer received")
+
+    def emit_day_close(self, day: CourseDay) -> None:
+        self.emit(
+            "day_close",
+            day=day.day,
+            prescribed_ml=day.prescribed_ml or 0.0,
+            delivered_ml=day.delivered_ml,
+            delivered_max_ml=day.delivered_max_ml,
+            shortfall_ml=day.shortfall_ml,
+            notes=list(day.notes),
+        )
+
+    def course_over_after(self, number: int) -> str | None:
+        order = self.s.order
+        assert order is not None
+        if number >= course_days_max(order.arm):
+            return f"day {number} was the last of the course"
+        if order.arm is Arm.TITER and self.s.vasopressors_withdrawn_at_s is not None:
+            return "vasopressors withdrawn"
+        return None
+
+    def complete(self, reason: str) -> None:
+        self.stop_pump("course complete")
+        self.s = replace(self.s, completed_reason=reason)
+        self.set_state(ChannelState.COMPLETED, reason)
+
+    def roll_days(self, status: PumpStatus) -> bool:
+        """Close a day whose window is over and open the next; False: look again first."""
+        today = self.s.today
+        if today is None or today.closed:
+            return True
+        end = today.window_end_s
+        if end is None or self.now < end:
+            return True
+        if status.state is PumpState.INFUSING:
+            self.stop_pump(f"day {today.day} window ends")
+            return False  # account the last drop on a stopped pump, then close
+        prescribed = today.prescribed_ml
+        notes = today.notes if prescribed is not None else (*today.notes, "no titer: not given")
+        closed = replace(
+            today,
+            closed=True,
+            shortfall_ml=max((prescribed or 0.0) - today.delivered_ml, 0.0),
+            notes=notes,
+        )
+        self.put_today(closed)
+        self.emit_day_close(closed)
+        over = self.course_over_after(today.day)
+        if over is not None:
+            self.complete(over)
+            return False
+        self.emit("command", command="clear_totals", reason="new day window")
+        self.effects.append(ClearTotals())
+        self.s = replace(self.s, link=replace(self.s.link, totals_clear_pending=True))
+        if self.s.channel in (
+            ChannelState.INFUSING,
+            ChannelState.DAY_COMPLETE,
+            ChannelState.AWAITING_TITER,
+        ):
+            self.set_state(ChannelState.STARTING, f"day {today.day + 1} begins")
+        self.open_day(today.day + 1, end)
+        return False
+
+    # -- driving the pump --------------------------------------------------------------------
+
+    def drive(self, status: PumpStatus) -> None:
+        today = self.s.today
+        assert today is not None
+        if today.prescription is None:
+            if status.state is PumpState.INFUSING:
+                self.stop_pump("no titer for today yet")
+            self.set_state(ChannelState.AWAITING_TITER, f"day {today.day} waits for its titer")
+            return
+        upper_ml = today.delivered_ml + self.s.link.last_volume_resolution_ml
+        remaining = max(today.prescription.volume_ml - upper_ml, 0.0)
+        vtbi_complete = PumpAlarm.VTBI_COMPLETE in status.alarms
+        clear_advisories = bool(status.alarms) and not (status.alarms & STOPPING_ALARMS)
+        if vtbi_complete and self.s.commanded is None:
+            # Left over from a VTBI this day never set (yesterday's, or before a re-plan).
+            if clear_advisories:
+                self.clear_pump_alarms()
+            vtbi_complete = False
+        if remaining <= VOLUME_EPSILON_ML or vtbi_complete:
+            if self.s.channel is not ChannelState.DAY_COMPLETE:
+                if status.state is PumpState.INFUSING:
+                    self.stop_pump("day's volume delivered")
+                if clear_advisories:
+                    self.clear_pump_alarms()
+                self.set_state(
+                    ChannelState.DAY_COMPLETE,
+                    f"day {today.day}: {today.delivered_ml:.2f} mL delivered",
+                )
+            return
+        if self.s.channel is ChannelState.DAY_COMPLETE:
+            self.set_state(ChannelState.STARTING, f"day {today.day}: more to give")
+        assert today.window_end_s is not None
+        window_left_s = max(today.window_end_s - self.now, 0.0)
+        limit = self.ceiling()
+        pump_max = self.s.link.pump_max_rate_ml_per_h
+        if pump_max is not None:
+            limit = min(limit, pump_max)
+        plan = plan_rate(
+            remaining_volume_ml=remaining, remaining_time_s=window_left_s, ceiling_ml_per_h=limit
+        )
+        if plan.projected_shortfall_ml > SHORTFALL_ALARM_ML:
+            self.raise_alarm(
+                AlarmCode.PROJECTED_SHORTFALL.value,
+                f"day {today.day}: {plan.projected_shortfall_ml:.2f} mL cannot be given by the "
+                f"window's end at {limit:.2f} mL/h",
+                stop=False,
+            )
+        if plan.rate_ml_per_h <= 0.0:
+            return
+        commanded = self.s.commanded
+        settled = window_left_s < REPLAN_QUIET_S
+        needs_command = commanded is None or (
+            not settled
+            and abs(plan.rate_ml_per_h - commanded.rate_ml_per_h)
+            > max(
+                2 * self.s.link.rate_resolution_ml_per_h,
+                REPLAN_FRACTION * commanded.rate_ml_per_h,
+            )
+        )
+        if status.state is not PumpState.INFUSING:
+            if self.programmed and not needs_command:
+                self.emit("command", command="start")
+                self.effects.append(StartPump())
+                self.set_state(
+                    ChannelState.INFUSING,
+                    f"{self.s.commanded.rate_ml_per_h if self.s.commanded else 0} mL/h, "
+                    f"{remaining:.2f} mL left today",
+                )
+                return
+            self.program(plan.rate_ml_per_h, remaining, plan.projected_shortfall_ml)
+            return
+        if needs_command:
+            self.program(plan.rate_ml_per_h, remaining, plan.projected_shortfall_ml)
+            return
+        if self.s.channel is ChannelState.STARTING:
+            self.set_state(ChannelState.INFUSING, "pump infusing at the commanded rate")
+
+    def program(self, rate_ml_per_h: float, remaining_ml: float, shortfall_ml: float) -> None:
+        """Through the one safety check, or an alarm."""
+        order = self.s.order
+        assert order is not None
+        assert self.s.weight_kg is not None
+        try:
+            approved = check_rate(
+                rate_ml_per_h,
+                weight_kg=self.s.weight_kg,
+                ceiling_ml_per_kg_per_h=order.ceiling_ml_per_kg_per_h,
+                concentration_mg_per_ml=order.concentration_mg_per_ml,
+                pump_max_rate_ml_per_h=self.s.link.pump_max_rate_ml_per_h,
+            )
+        except (RateRefusedError, InputError) as exc:
+            self.emit("command_refused", rate_ml_per_h=rate_ml_per_h, reason=str(exc))
+            self.raise_alarm(AlarmCode.SAFETY_REFUSED.value, str(exc))
+            return
+        self.emit(
+            "command",
+            command="set_rate",
+            rate_ml_per_h=approved.rate_ml_per_h,
+            vtbi_ml=remaining_ml,
+            ceiling_ml_per_h=approved.ceiling_ml_per_h,
+            projected_shortfall_ml=shortfall_ml,
+        )
+        self.effects.append(ProgramRate(approved, remaining_ml))
+
+    def clear_pump_alarms(self) -> None:
+        if not any(isinstance(e, ClearPumpAlarms) for e in self.effects):
+            self.effects.append(ClearPumpAlarms())
+
+    # -- alarms, acknowledgements and recovery (invariants 5 and 6) ---------------------------
+
+    def hold_stopped(self, status: PumpStatus) -> None:
+        """In alarm or stopped: keep the pump stopped; resume only on an acknowledgement."""
+        if status.state is PumpState.INFUSING:
+            self.raise_alarm(
+                AlarmCode.STATE_MISMATCH.value,
+                f"pump was infusing while the channel was {self.s.channel.value}",
+            )
+        if self.s.resume_requested:
+            # Clear the pump's alarms first, then look again (next round) before resuming.
+            self.s = replace(self.s, resume_requested=False, ack_clearing=True)
+            self.clear_pump_alarms()
+            return
+        if self.s.ack_clearing and self.cleared_pump_alarms:
+            self.s = replace(self.s, ack_clearing=False)
+            self.resume_after_ack(status)
+
+    def resume_after_ack(self, status: PumpStatus) -> None:
+        still = {a for a in status.alarms if a in STOPPING_ALARMS}
+        if still:
+            self.emit("ack_not_effective", pump_alarms=sorted(a.value for a in still))
+            return
+        self.clear_alarms("acknowledged by operator")
+        self.s = replace(self.s, commanded=None)
+        if self.s.order is None:
+            self.set_state(ChannelState.AWAITING_ORDER, "acknowledged; no order yet")
+            return
+        self.set_state(ChannelState.STARTING, "resumed after acknowledgement")
+        if self.s.course_start_s is None:
+            self.start_course()
+            if self.s.course_start_s is None:
+                return
+        today = self.s.today
+        if today is not None and today.prescription is None and not today.closed:
+            self.try_open_waiting_day()
+        self.drive(status)
+
+    def recover(self, status: PumpStatus, previous_poll_s: float | None) -> None:
+        """First good reading after silence or a restart: reconcile, then resume or wait."""
+        lost_since = self.s.lost_since_s or previous_poll_s or self.now
+        gap_s = max(self.now - lost_since, 0.0)
+        before = self.s.state_before_loss or self.s.channel
+        today = self.s.today
+        self.emit(
+            "reconciled",
+            gap_s=gap_s,
+            pump_state=status.state.value,
+            totalizer_ml=status.volume_infused_ml,
+            delivered_ml=today.delivered_ml if today else 0.0,
+            state_before=before.value,
+            restarted=self.s.restarted,
+        )
+        if before is ChannelState.LINK_LOST:
+            before = ChannelState.INFUSING
+        self.s = replace(
+            self.s,
+            recovering=False,
+            restarted=False,
+            lost_since_s=None,
+            state_before_loss=None,
+        )
+        if self.s.channel is not before:
+            self.set_state(before, "link restored")
+        others = {a for a in status.alarms if a in STOPPING_ALARMS} - AUTO_RESUMABLE_PUMP_ALARMS
+        was_running = before in (ChannelState.INFUSING, ChannelState.STARTING)
+        if others or not was_running:
+            if others or (status.state is PumpState.INFUSING and not was_running):
+                self.verify(status)  # raises the pump alarms / state mismatch, stops the pump
+            return
+        rules = self.rules
+        used = today.auto_resumes if today else 0
+        if (
+            rules.auto_resume_enabled
+            and gap_s <= rules.auto_resume_max_gap_s
+            and (used < rules.auto_resume_max_per_day)
+        ):
+            if today is not None:
+                self.put_today(replace(today, auto_resumes=used + 1))
+            self.emit(
+                "auto_resume",
+                gap_s=gap_s,
+                count_today=used + 1,
+                max_per_day=rules.auto_resume_max_per_day,
+            )
+            self.clear_alarms("auto-resume after a short link drop", {AlarmCode.PUMP_SILENT.value})
+            self.s = replace(self.s, commanded=None)
+            if self.s.channel is ChannelState.INFUSING and status.state is not PumpState.INFUSING:
+                self.set_state(ChannelState.STARTING, "auto-resume")
+            if status.alarms & AUTO_RESUMABLE_PUMP_ALARMS:
+                self.clear_pump_alarms()
+                return  # look again at a pump whose alarm is cleared, then drive
+            if self.s.course_start_s is not None and not self.roll_days(status):
+                return
+            if self.verify(status):
+                self.drive(status)
+            return
+        self.raise_alarm(
+            AlarmCode.OUTAGE_NEEDS_ACK.value,
+            f"silent {gap_s:.0f} s; resume needs an operator acknowledgement",
+        )

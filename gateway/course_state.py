@@ -1,0 +1,319 @@
+"""A channel's course as typed, frozen, versioned state (docs/design.md, "The course state").
+
+Everything the controller knows between two control cycles is in :class:`CourseState`: the
+order, every titer received, each course day with its prescription and accounting, the alarms,
+the link and the resume budget.  It is serialised to the journal after every decision and read
+back exactly (:func:`dump_state` / :func:`load_state`); nothing else about a course is kept.
+
+The channel states and the transitions allowed between them are here too: a transition outside
+:data:`TRANSITIONS` is a bug, and the controller stops the pump when one is attempted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+from pydantic import TypeAdapter, ValidationError
+
+from gateway.dosing import Arm, Product
+from gateway.errors import GatewayError
+from gateway.planner import DAY_S
+from gateway.safety import ceiling_ml_per_h
+
+#: Bump when the shape below changes; an older journal is refused with a clear message.
+STATE_VERSION: Final[int] = 2
+
+
+class ChannelState(StrEnum):
+    """What the channel is doing, as reported by ``status``."""
+
+    AWAITING_ORDER = "awaiting_order"
+    STARTING = "starting"
+    INFUSING = "infusing"
+    DAY_COMPLETE = "day_complete"
+    AWAITING_TITER = "awaiting_titer"
+    ALARM = "alarm"
+    LINK_LOST = "link_lost"
+    STOPPED = "stopped"
+    COMPLETED = "completed"
+
+
+_S = ChannelState
+_ANY_BUT_COMPLETED = frozenset(s for s in ChannelState if s is not ChannelState.COMPLETED)
+
+#: The allowed transitions ``from -> {to}``.  docs/design.md shows the same table.
+TRANSITIONS: Final[dict[ChannelState, frozenset[ChannelState]]] = {
+    _S.AWAITING_ORDER: frozenset({_S.STARTING, _S.ALARM, _S.STOPPED, _S.LINK_LOST}),
+    _S.STARTING: frozenset(
+        {
+            _S.INFUSING,
+            _S.DAY_COMPLETE,
+            _S.AWAITING_TITER,
+            _S.ALARM,
+            _S.STOPPED,
+            _S.LINK_LOST,
+            _S.COMPLETED,
+        }
+    ),
+    _S.INFUSING: frozenset(
+        {
+            _S.STARTING,
+            _S.DAY_COMPLETE,
+            _S.AWAITING_TITER,
+            _S.ALARM,
+            _S.STOPPED,
+            _S.LINK_LOST,
+            _S.COMPLETED,
+        }
+    ),
+    _S.DAY_COMPLETE: frozenset(
+        {_S.STARTING, _S.AWAITING_TITER, _S.ALARM, _S.STOPPED, _S.LINK_LOST, _S.COMPLETED}
+    ),
+    _S.AWAITING_TITER: frozenset(
+        {_S.STARTING, _S.DAY_COMPLETE, _S.ALARM, _S.STOPPED, _S.LINK_LOST, _S.COMPLETED}
+    ),
+    _S.ALARM: frozenset({_S.STARTING, _S.AWAITING_ORDER, _S.STOPPED, _S.LINK_LOST, _S.COMPLETED}),
+    # After silence the channel returns to what it was doing (then decides again).
+    _S.LINK_LOST: _ANY_BUT_COMPLETED | {_S.COMPLETED},
+    _S.STOPPED: frozenset({_S.STARTING, _S.AWAITING_ORDER, _S.ALARM, _S.LINK_LOST, _S.COMPLETED}),
+    _S.COMPLETED: frozenset(),
+}
+
+
+class TransitionError(GatewayError):
+    """A state change outside :data:`TRANSITIONS`: a bug.  The pump is stopped."""
+
+
+class AlarmCode(StrEnum):
+    """Gateway alarms.  Pump alarms are reported as ``pump_<name>``."""
+
+    PUMP_SILENT = "pump_silent"
+    RATE_ABOVE_CEILING = "rate_above_ceiling"
+    RATE_MISMATCH = "rate_mismatch"
+    STATE_MISMATCH = "state_mismatch"
+    SAFETY_REFUSED = "safety_refused"
+    PUMP_REFUSED = "pump_refused"
+    TOTALIZER_WENT_BACK = "totalizer_went_back"
+    OVER_DELIVERY = "over_delivery"
+    UNSUPPORTED_PUMP = "unsupported_pump"
+    LOW_BATTERY = "pump_low_battery"
+    START_WINDOW_EXCEEDED = "start_window_exceeded"
+    #: Advisory: no fresh titer when a titer-arm day should open; the pump waits stopped.
+    TITER_LATE = "titer_late"
+    #: Advisory: the day cannot be completed at the ceiling (or the pump's maximum).
+    PROJECTED_SHORTFALL = "projected_shortfall"
+    #: The link came back after an outage the auto-resume rule does not cover.
+    OUTAGE_NEEDS_ACK = "outage_needs_ack"
+    #: A state transition outside the table: a bug in the gateway.  The pump is stopped.
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True)
+class Alarm:
+    code: str
+    detail: str
+    raised_at_s: float
+    #: False for an advisory alarm that does not stop the pump.
+    stops: bool = True
+
+
+@dataclass(frozen=True)
+class Order:
+    """A patient's order as the controller holds it (validated at intake)."""
+
+    arm: Arm
+    weight_kg: float
+    ceiling_ml_per_kg_per_h: float
+    concentration_mg_per_ml: float
+    igm_content_mg_per_ml: float
+    randomised_at_s: float | None
+    start_override_reason: str | None
+    received_at_s: float
+
+    @property
+    def product(self) -> Product:
+        return Product(self.concentration_mg_per_ml, self.igm_content_mg_per_ml)
+
+
+@dataclass(frozen=True)
+class TiterRecord:
+    """One IgM titer, with when the blood was drawn and which day (if any) used it."""
+
+    seq: int
+    igm_mg_dl: float
+    hematocrit: float
+    measured_at_s: float
+    received_at_s: float
+    #: The enrolment titer of the order (day 1's).
+    baseline: bool = False
+    #: Set when a soft limit was confirmed by the person who entered it.
+    confirmed_note: str | None = None
+
+
+@dataclass(frozen=True)
+class Prescription:
+    """One day's dose, with what it was computed from."""
+
+    volume_ml: float
+    dose_mg_per_kg: float
+    weight_kg: float
+    titer_seq: int | None
+    capped: bool
+    notes: tuple[str, ...] = ()
+    #: Why it was (re)computed: "day 2", "weight corrected", "titer corrected".
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class CourseDay:
+    """One course day: its window, prescription and accounting."""
+
+    day: int
+    #: When the window opens by the clock (the previous day's end; day 1: the course start).
+    nominal_start_s: float
+    #: The window actually used; None while a titer-arm day waits for its titer (``shift``).
+    window_start_s: float | None
+    prescription: Prescription | None = None
+    #: Volume delivered, from the pump's totalizer readings (a lower bound, mL).
+    delivered_ml: float = 0.0
+    #: Volume that may have been delivered: ``delivered_ml`` plus the totalizer's step (mL).
+    delivered_max_ml: float = 0.0
+    #: Delivered when the current prescription was set (a correction may set it lower).
+    delivered_at_prescription_ml: float = 0.0
+    closed: bool = False
+    shortfall_ml: float | None = None
+    auto_resumes: int = 0
+    #: ``shift`` or ``compress`` when this day's titer came late.
+    late_titer_policy: str | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def window_end_s(self) -> float | None:
+        return None if self.window_start_s is None else self.window_start_s + DAY_S
+
+    @property
+    def prescribed_ml(self) -> float | None:
+        return None if self.prescription is None else self.prescription.volume_ml
+
+
+@dataclass(frozen=True)
+class Commanded:
+    """The last rate command the pump confirmed."""
+
+    rate_ml_per_h: float
+    vtbi_ml: float
+    #: The ceiling the rate was approved against (a later weight may lower the ceiling).
+    ceiling_ml_per_h: float
+    at_s: float
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """The pump link as the controller last saw it."""
+
+    #: The connection the watchdog was armed on; a new connection needs arming again.
+    armed_connection: str | None = None
+    watchdog_held_s: float | None = None
+    pump_max_rate_ml_per_h: float | None = None
+    rate_resolution_ml_per_h: float = 0.01
+    last_totalizer_ml: float | None = None
+    last_volume_resolution_ml: float = 0.0
+    last_good_poll_s: float | None = None
+    #: A clear of the totals was decided; a reading below the last one is that clear.
+    totals_clear_pending: bool = False
+
+
+@dataclass(frozen=True)
+class CourseState:
+    """Everything the controller knows about one channel's course."""
+
+    channel: ChannelState = ChannelState.AWAITING_ORDER
+    version: int = STATE_VERSION
+    order: Order | None = None
+    #: The current weight (an order's weight, or a later correction), kg.
+    weight_kg: float | None = None
+    titers: tuple[TiterRecord, ...] = ()
+    days: tuple[CourseDay, ...] = ()
+    course_start_s: float | None = None
+    alarms: tuple[Alarm, ...] = ()
+    vasopressors_withdrawn_at_s: float | None = None
+    commanded: Commanded | None = None
+    max_commanded_rate_ml_per_h: float = 0.0
+    link: LinkState = field(default_factory=LinkState)
+    lost_since_s: float | None = None
+    state_before_loss: ChannelState | None = None
+    #: The first good reading after silence or a restart reconciles before anything else.
+    recovering: bool = False
+    restarted: bool = False
+    resume_requested: bool = False
+    #: An acknowledgement cleared the pump's alarms; the next reading decides the resume.
+    ack_clearing: bool = False
+    #: Course complete: why.
+    completed_reason: str | None = None
+
+    @property
+    def today(self) -> CourseDay | None:
+        return self.days[-1] if self.days else None
+
+    @property
+    def day_number(self) -> int:
+        return self.days[-1].day if self.days else 0
+
+    def ceiling_ml_per_h(self) -> float:
+        """The rate ceiling in mL/h; 0 while there is no order (nothing may run)."""
+        if self.order is None or self.weight_kg is None:
+            return 0.0
+        return ceiling_ml_per_h(
+            self.weight_kg,
+            self.order.ceiling_ml_per_kg_per_h,
+            concentration_mg_per_ml=self.order.concentration_mg_per_ml,
+        )
+
+    def titer(self, seq: int | None) -> TiterRecord | None:
+        return next((t for t in self.titers if t.seq == seq), None)
+
+    def titer_used_by(self, seq: int) -> int | None:
+        """The day whose prescription uses titer ``seq``, or None."""
+        for day in self.days:
+            if day.prescription is not None and day.prescription.titer_seq == seq:
+                return day.day
+        return None
+
+
+class StateError(GatewayError):
+    """Stored state that cannot be read: the channel will not act on a guess."""
+
+
+_ADAPTER: Final = TypeAdapter(CourseState)
+
+
+def dump_state(state: CourseState) -> dict[str, Any]:
+    """The state as JSON-ready data (floats kept exact)."""
+    data: dict[str, Any] = _ADAPTER.dump_python(state, mode="json")
+    return data
+
+
+def load_state(data: Any) -> CourseState:
+    """Read stored state back exactly; :class:`StateError` on any other version or shape."""
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except ValueError as exc:
+            raise StateError(f"stored channel state is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise StateError("stored channel state is not an object")
+    version = data.get("version")
+    if version != STATE_VERSION:
+        raise StateError(
+            f"stored channel state has version {version!r}; this gateway reads version "
+            f"{STATE_VERSION} (finish or archive the course with the gateway that wrote it)"
+        )
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise StateError(f"stored channel state is malformed at {where}: {first['msg']}") from None

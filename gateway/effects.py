@@ -1,0 +1,98 @@
+"""What the controller asks of the pump (effects), what came of it (outcomes), what it saw.
+
+All plain values: the controller returns effects; the executor (:mod:`gateway.channel`) performs
+them in order and hands back one outcome each, with a fresh reading, as the next observation.
+A rate reaches a pump only inside :class:`ProgramRate`, which holds an
+:class:`~drivers.approved_rate.ApprovedRate` that only ``gateway.safety.check_rate`` makes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from drivers.approved_rate import ApprovedRate
+from drivers.status import PumpIdentity, PumpStatus, RateReadback
+
+
+@dataclass(frozen=True)
+class StopPump:
+    reason: str
+
+
+@dataclass(frozen=True)
+class ProgramRate:
+    """Set the VTBI, then the approved rate, and read the rate back."""
+
+    approved: ApprovedRate
+    vtbi_ml: float
+
+
+@dataclass(frozen=True)
+class StartPump:
+    pass
+
+
+@dataclass(frozen=True)
+class ClearTotals:
+    pass
+
+
+@dataclass(frozen=True)
+class ClearPumpAlarms:
+    pass
+
+
+@dataclass(frozen=True)
+class ArmWatchdog:
+    timeout_s: float
+
+
+Effect = StopPump | ProgramRate | StartPump | ClearTotals | ClearPumpAlarms | ArmWatchdog
+
+
+@dataclass(frozen=True)
+class Done:
+    effect: Effect
+
+
+@dataclass(frozen=True)
+class Failed:
+    effect: Effect
+    error: str
+
+
+@dataclass(frozen=True)
+class RateProgrammed:
+    effect: ProgramRate
+    readback: RateReadback
+    vtbi_held_ml: float
+
+
+@dataclass(frozen=True)
+class WatchdogArmed:
+    effect: ArmWatchdog
+    held_s: float
+
+
+Outcome = Done | Failed | RateProgrammed | WatchdogArmed
+
+
+@dataclass(frozen=True)
+class PumpReading:
+    """A good poll, over connection ``connection``, after ``outcomes`` of the last effects."""
+
+    status: PumpStatus
+    identity: PumpIdentity | None
+    connection: str
+    outcomes: tuple[Outcome, ...] = ()
+
+
+@dataclass(frozen=True)
+class Silence:
+    """The pump did not answer (or could not be reached)."""
+
+    error: str
+    outcomes: tuple[Outcome, ...] = ()
+
+
+Observation = PumpReading | Silence

@@ -1,0 +1,53 @@
+"""The rules a channel's controller runs by: site settings and the fixed tolerances.
+
+Site settings come from the configuration (:class:`CourseRules`, built once per channel); the
+tolerances below are constants of the design with one home here (docs/design.md says why each
+is what it is).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+#: Volumes below this are "nothing left" (mL): the finest volume a pump resolves.
+VOLUME_EPSILON_ML: Final[float] = 0.01
+#: A day may end this much over its prescription (a fraction) before it alarms.  With the
+#: upper-bound accounting it should never be reached; it is the alarm for a lying pump.
+OVER_DELIVERY_TOLERANCE: Final[float] = 0.005
+#: Re-command the rate when the plan moves by more than this fraction (and two pump steps).
+REPLAN_FRACTION: Final[float] = 0.005
+#: No re-planning of a running infusion in the last this-many seconds of a day window.
+REPLAN_QUIET_S: Final[float] = 1800.0
+#: Slack for comparing two rates that should be equal in binary floating point (mL/h).
+RATE_FLOAT_SLACK_ML_PER_H: Final[float] = 1e-9
+#: A projected shortfall above this (mL) is alarmed as an advisory as soon as it is known.
+SHORTFALL_ALARM_ML: Final[float] = 0.5
+#: The most decide/act rounds in one control cycle; more is a bug (the pump is stopped).
+MAX_ROUNDS_PER_CYCLE: Final[int] = 8
+
+
+class LateTiterPolicy(StrEnum):
+    """What a titer-arm day does when no fresh titer is there when its window opens."""
+
+    #: The day's 24-h window starts when its titer arrives (the dose still runs over 24 h).
+    SHIFT = "shift"
+    #: The window keeps its clock times; the remaining time is shorter, caught up to the ceiling.
+    COMPRESS = "compress"
+
+
+@dataclass(frozen=True)
+class CourseRules:
+    """Site settings the controller needs, all in seconds and plain numbers."""
+
+    #: The pump's own communication watchdog to arm on every connection (s).
+    pump_watchdog_s: float = 10.0
+    #: A titer drawn longer than this before its day's window opens is not that day's titer.
+    titer_max_age_s: float = 12.0 * 3600.0
+    late_titer: LateTiterPolicy = LateTiterPolicy.SHIFT
+    #: An order without a randomisation time is refused unless this is False.
+    require_randomisation_time: bool = True
+    auto_resume_enabled: bool = True
+    auto_resume_max_gap_s: float = 120.0
+    auto_resume_max_per_day: int = 3

@@ -1,0 +1,165 @@
+"""What the bedside sees: a typed snapshot of a channel, for ``status``, the API and metrics.
+
+Built from the course state alone (plus the last pump reading), so the snapshot can never say
+something the controller does not know.  Numbers are exact here; :mod:`gateway.display` rounds
+them down where a person reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from drivers.status import PumpStatus
+from gateway.course_state import CourseDay, CourseState
+from gateway.planner import plan_rate
+from gateway.timestamps import format_instant
+
+
+@dataclass(frozen=True)
+class TiterView:
+    igm_mg_dl: float
+    hematocrit: float
+    measured_at: str
+    baseline: bool
+
+
+@dataclass(frozen=True)
+class AlarmView:
+    code: str
+    detail: str
+    raised_wall_s: float
+    stops: bool
+
+
+@dataclass(frozen=True)
+class DayView:
+    day: int
+    window_start: str | None
+    prescribed_ml: float
+    dose_mg_per_kg: float | None
+    #: The rate that gives the day's volume over its 24 h (mL/h and mg/kg/h).
+    day_rate_ml_per_h: float | None
+    day_rate_mg_per_kg_per_h: float | None
+    delivered_ml: float
+    delivered_max_ml: float
+    #: After the day closed: what was not given.
+    shortfall_ml: float | None
+    #: While the day runs: what cannot be given by the window's end at the usable ceiling.
+    projected_shortfall_ml: float | None
+    titer: TiterView | None
+    capped: bool
+    notes: tuple[str, ...]
+    closed: bool
+    awaiting_titer: bool
+    late_titer_policy: str | None
+
+
+@dataclass(frozen=True)
+class ChannelView:
+    id: str
+    state: str
+    arm: str | None
+    weight_kg: float | None
+    pump: str
+    concentration_mg_per_ml: float | None
+    ceiling_ml_per_h: float | None
+    ceiling_mg_per_kg_per_h: float | None
+    day: int
+    days: tuple[DayView, ...]
+    alarms: tuple[AlarmView, ...]
+    commanded_rate_ml_per_h: float | None
+    commanded_rate_mg_per_kg_per_h: float | None
+    max_commanded_rate_ml_per_h: float
+    vasopressors_withdrawn: bool
+    completed_reason: str | None
+    last_good_poll_wall_s: float | None
+    pump_status: dict[str, object] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _mg_per_kg_per_h(state: CourseState, rate_ml_per_h: float | None) -> float | None:
+    if rate_ml_per_h is None or state.order is None or not state.weight_kg:
+        return None
+    return rate_ml_per_h * state.order.concentration_mg_per_ml / state.weight_kg
+
+
+def _usable_ceiling(state: CourseState) -> float:
+    limit = state.ceiling_ml_per_h()
+    pump_max = state.link.pump_max_rate_ml_per_h
+    return limit if pump_max is None else min(limit, pump_max)
+
+
+def _day_view(state: CourseState, day: CourseDay, now_s: float, running: bool) -> DayView:
+    prescription = day.prescription
+    titer = state.titer(prescription.titer_seq) if prescription else None
+    projected = None
+    if running and prescription is not None and day.window_end_s is not None:
+        remaining = max(prescription.volume_ml - day.delivered_max_ml, 0.0)
+        projected = plan_rate(
+            remaining_volume_ml=remaining,
+            remaining_time_s=max(day.window_end_s - now_s, 0.0),
+            ceiling_ml_per_h=_usable_ceiling(state),
+        ).projected_shortfall_ml
+    day_rate = None if prescription is None else prescription.volume_ml / 24.0
+    return DayView(
+        day=day.day,
+        window_start=None if day.window_start_s is None else format_instant(day.window_start_s),
+        prescribed_ml=0.0 if prescription is None else prescription.volume_ml,
+        dose_mg_per_kg=None if prescription is None else prescription.dose_mg_per_kg,
+        day_rate_ml_per_h=day_rate,
+        day_rate_mg_per_kg_per_h=_mg_per_kg_per_h(state, day_rate),
+        delivered_ml=day.delivered_ml,
+        delivered_max_ml=day.delivered_max_ml,
+        shortfall_ml=day.shortfall_ml if day.closed else None,
+        projected_shortfall_ml=projected,
+        titer=None
+        if titer is None
+        else TiterView(
+            titer.igm_mg_dl, titer.hematocrit, format_instant(titer.measured_at_s), titer.baseline
+        ),
+        capped=bool(prescription and prescription.capped),
+        notes=(*(prescription.notes if prescription else ()), *day.notes),
+        closed=day.closed,
+        awaiting_titer=prescription is None and not day.closed,
+        late_titer_policy=day.late_titer_policy,
+    )
+
+
+def channel_view(
+    *,
+    channel_id: str,
+    pump_url: str,
+    state: CourseState,
+    status: PumpStatus | None,
+    now_s: float,
+) -> ChannelView:
+    """The channel as the bedside, the API and the metrics see it."""
+    order = state.order
+    ceiling = state.ceiling_ml_per_h() if order is not None else None
+    days = tuple(
+        _day_view(state, d, now_s, running=(d is state.today and not d.closed)) for d in state.days
+    )
+    commanded = state.commanded.rate_ml_per_h if state.commanded else None
+    return ChannelView(
+        id=channel_id,
+        state=state.channel.value,
+        arm=None if order is None else order.arm.value,
+        weight_kg=state.weight_kg,
+        pump=pump_url,
+        concentration_mg_per_ml=None if order is None else order.concentration_mg_per_ml,
+        ceiling_ml_per_h=ceiling,
+        ceiling_mg_per_kg_per_h=_mg_per_kg_per_h(state, ceiling),
+        day=state.day_number,
+        days=days,
+        alarms=tuple(AlarmView(a.code, a.detail, a.raised_at_s, a.stops) for a in state.alarms),
+        commanded_rate_ml_per_h=commanded,
+        commanded_rate_mg_per_kg_per_h=_mg_per_kg_per_h(state, commanded),
+        max_commanded_rate_ml_per_h=state.max_commanded_rate_ml_per_h,
+        vasopressors_withdrawn=state.vasopressors_withdrawn_at_s is not None,
+        completed_reason=state.completed_reason,
+        last_good_poll_wall_s=state.link.last_good_poll_s,
+        pump_status=None if status is None else status.to_dict(),
+    )
