@@ -47,6 +47,8 @@ class DemoOptions:
     pump_max_rate_ml_per_h: float = 100.0
     reservoir_ml: float = 5000.0
     state_dir: Path | None = None
+    #: Confirm a weight or titer outside the soft limits (e.g. a 250-kg patient).
+    confirm: bool = False
 
 
 Progress = Callable[[str], None]
@@ -78,6 +80,7 @@ def _run(options: DemoOptions, state_dir: Path, progress: Progress | None) -> di
             "weight_kg": options.weight_kg,
             # The virtual patient was randomised an hour before the infusion starts.
             "randomised_at": format_instant(clock.wall() - SECONDS_PER_HOUR),
+            "confirm": options.confirm,
         }
         if options.arm is Arm.TITER:
             channel.update(igm_mg_dl=options.igm_mg_dl, hematocrit=options.hematocrit)
@@ -170,6 +173,8 @@ class _DemoWorld:
     def _maybe_post_titer(self) -> None:
         assert self.patient is not None
         next_day = len(self.titers_posted) + 2  # day 1 uses the baseline titer
+        if next_day > course_days_max(self.options.arm):
+            return
         due_s = (next_day - 1) * DAY_S - SECONDS_PER_HOUR
         if self.elapsed_s() >= due_s:
             titer = round(self.patient.titer_mg_dl, 1)
@@ -207,10 +212,15 @@ class _DemoWorld:
             {
                 "day": d["day"],
                 "prescribed_ml": round(d["prescribed_ml"], 3),
+                "dose_mg_per_kg": d["dose_mg_per_kg"],
+                "day_rate_ml_per_h": d["day_rate_ml_per_h"],
+                "day_rate_mg_per_kg_per_h": d["day_rate_mg_per_kg_per_h"],
+                "titer_mg_dl": d["titer"]["igm_mg_dl"] if d["titer"] else None,
                 "delivered_ml": round(d["delivered_ml"], 3),
                 "shortfall_ml": round(d["shortfall_ml"], 3)
                 if d["shortfall_ml"] is not None
                 else None,
+                "notes": list(d["notes"]),
             }
             for d in snap["days"]
             if d["day"] <= days_wanted
@@ -232,6 +242,7 @@ class _DemoWorld:
             "days": days,
             "max_commanded_rate_ml_per_h": snap["max_commanded_rate_ml_per_h"],
             "ceiling_ml_per_h": snap["ceiling_ml_per_h"],
+            "ceiling_mg_per_kg_per_h": snap["ceiling_mg_per_kg_per_h"],
             "alarms": alarms,
             "acknowledgements": self.acks,
             "titers_posted": self.titers_posted,

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.display import floor_display, floor_dose
 from gateway.dosing import Arm
 from gateway.errors import InputError
 
@@ -31,24 +32,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="titer arm: the virtual patient's IgM half-life",
     )
     parser.add_argument("--state-dir", type=Path, help="keep the journal here (default: temporary)")
+    parser.add_argument(
+        "--confirm", action="store_true", help="use a weight or titer outside the soft limits"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON summary object")
 
 
 def render(summary: dict[str, Any]) -> str:
+    """The course as a table a pharmacist checks: mg/kg and mL, mL/h and mg/kg/h, rounded down."""
     lines = [
         f"demo: {summary['arm']} arm, {summary['protocol']} pump, {summary['weight_kg']:g} kg"
         + (f", faults: {summary['faults']}" if summary["faults"] else ""),
-        f"{'day':>4}  {'prescribed mL':>13}  {'delivered mL':>12}  {'short mL':>8}",
+        f"{'day':>3}  {'titer':>6}  {'mg/kg':>6}  {'prescribed mL':>13}  {'mL/h':>6}  "
+        f"{'mg/kg/h':>7}  {'delivered mL':>12}  {'short mL':>8}",
     ]
+    notes: list[str] = []
     for day in summary["days"]:
-        short = day["shortfall_ml"]
+        short = floor_display(day["shortfall_ml"])
+        titer = day["titer_mg_dl"]
         lines.append(
-            f"{day['day']:>4}  {day['prescribed_ml']:>13.2f}  {day['delivered_ml']:>12.2f}  "
-            f"{short if short is not None else '-':>8}"
+            f"{day['day']:>3}  {titer if titer is not None else '-':>6}  "
+            f"{_shown(floor_dose(day['dose_mg_per_kg']), 1):>6}  "
+            f"{_shown(floor_display(day['prescribed_ml'])):>13}  "
+            f"{_shown(floor_display(day['day_rate_ml_per_h'])):>6}  "
+            f"{_shown(floor_display(day['day_rate_mg_per_kg_per_h'])):>7}  "
+            f"{_shown(floor_display(day['delivered_ml'])):>12}  "
+            f"{_shown(short):>8}"
         )
+        notes.extend(f"day {day['day']}: {note}" for note in day["notes"])
+    lines.extend(f"NOTE {note}" for note in notes)
     lines.append(
-        f"highest rate commanded {summary['max_commanded_rate_ml_per_h']:.2f} mL/h; "
-        f"ceiling {summary['ceiling_ml_per_h']:.2f} mL/h"
+        f"highest rate commanded {_shown(floor_display(summary['max_commanded_rate_ml_per_h']))} "
+        f"mL/h; ceiling {_shown(floor_display(summary['ceiling_ml_per_h']))} mL/h = "
+        f"{_shown(floor_display(summary['ceiling_mg_per_kg_per_h']))} mg/kg/h"
     )
     lines.append(f"pump's own lifetime total {summary['lifetime_volume_infused_ml']:.2f} mL")
     lines.append(
@@ -59,6 +75,10 @@ def render(summary: dict[str, Any]) -> str:
         f"final state {summary['final_state']}; {summary['elapsed_real_s']:.1f} s real time"
     )
     return "\n".join(lines)
+
+
+def _shown(value: float | None, decimals: int = 2) -> str:
+    return "-" if value is None else f"{value:.{decimals}f}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         hematocrit=args.hematocrit,
         half_life_h=args.half_life_h,
         state_dir=args.state_dir,
+        confirm=args.confirm,
     )
 
     def progress(line: str) -> None:
