@@ -1045,6 +1045,16 @@ class _Decider:
         )
         if self.s.channel is not before:
             self.set_state(before, "link restored")
+        if self.s.course_start_s is None and not self.s.alarms_that_stop():
+            # Nothing was running yet: nothing to resume.  Carry on as on any reading.
+            self.clear_alarms(
+                "link restored before the course started", {AlarmCode.PUMP_SILENT.value}
+            )
+            if self.s.channel is ChannelState.STARTING and self.verify(status):
+                self.start_course()
+                if self.s.course_start_s is not None:
+                    self.drive(status)
+            return
         others = {a for a in status.alarms if a in STOPPING_ALARMS} - AUTO_RESUMABLE_PUMP_ALARMS
         was_running = before in (ChannelState.INFUSING, ChannelState.STARTING)
         if others or not was_running:

@@ -272,6 +272,10 @@ class CourseState:
             concentration_mg_per_ml=self.order.concentration_mg_per_ml,
         )
 
+    def alarms_that_stop(self) -> tuple[Alarm, ...]:
+        """Active alarms that hold the pump (PUMP_SILENT is raised as one that does not)."""
+        return tuple(a for a in self.alarms if a.stops)
+
     def titer(self, seq: int | None) -> TiterRecord | None:
         return next((t for t in self.titers if t.seq == seq), None)
 

@@ -82,7 +82,7 @@ def test_plan_reports_ceiling_bound_shortfall(capsys: pytest.CaptureFixture[str]
     assert any("will not be given today" in note for note in plan["notes"])  # type: ignore[attr-defined]
 
 
-def test_daily_dose_rounded_down_not_to_nearest(capsys: pytest.CaptureFixture[str]) -> None:
+def test_rule_9_daily_dose_rounded_down_not_to_nearest(capsys: pytest.CaptureFixture[str]) -> None:
     """Titer 50: 265.4167 mL x 50 / 70 kg = 189.583 mg/kg: shown 189.5, never 189.6."""
     plan = run_json(capsys, *TITER_70KG, "--igm-mg-dl", "50")
     assert plan["daily_dose_mg_per_kg"] == 189.5
@@ -101,7 +101,7 @@ def test_daily_dose_rounded_down_not_to_nearest(capsys: pytest.CaptureFixture[st
     titer=st.floats(min_value=0.0, max_value=1000.0),
     hematocrit=st.floats(min_value=0.10, max_value=0.70),
 )
-def test_shown_doses_never_above_exact_and_within_resolution(
+def test_rule_9_shown_doses_never_above_exact_and_within_resolution(
     weight_kg: float, titer: float, hematocrit: float
 ) -> None:
     argv = [
@@ -132,7 +132,7 @@ def test_shown_doses_never_above_exact_and_within_resolution(
     assert plan["rate_ml_per_h"] <= day.rate_ml_per_h
 
 
-def test_enrolment_note_only_with_baseline(capsys: pytest.CaptureFixture[str]) -> None:
+def test_rule_9_enrolment_note_only_with_baseline(capsys: pytest.CaptureFixture[str]) -> None:
     """A day-2..7 titer of 60 mg/dL is not an enrolment titer: no note unless --baseline."""
     later_day = run_json(capsys, *TITER_70KG, "--igm-mg-dl", "60")
     assert later_day["notes"] == []
@@ -158,7 +158,7 @@ TITER_SOFT_LINE = (
 )
 
 
-def test_titer_outside_soft_limit_exit_2_with_did_you_mean(
+def test_rule_7_titer_outside_soft_limit_exit_2_with_did_you_mean(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main(["plan", *TITER_70KG, "--igm-mg-dl", "0.3"]) == 2
