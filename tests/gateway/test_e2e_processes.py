@@ -23,7 +23,7 @@ import pytest
 
 from gateway.timestamps import format_instant
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 TIME_SCALE = 1200.0  # a day in 72 real seconds
 
