@@ -15,6 +15,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        #: Alarm series once set stay exported (at 0 when cleared), so a rule sees them end.
+        self._alarms_seen: dict[str, set[tuple[str, str]]] = {}
         r = self.registry
         self.state = Gauge(
             "infusion_gateway_channel_state",
@@ -49,6 +51,18 @@ class GatewayMetrics:
         self.alarms = Gauge(
             "infusion_gateway_alarms_active", "Active alarms", ["channel"], registry=r
         )
+        self.projected_shortfall = Gauge(
+            "infusion_gateway_day_projected_shortfall_ml",
+            "Volume of the running day that cannot be given by its window's end (mL)",
+            ["channel"],
+            registry=r,
+        )
+        self.alarm = Gauge(
+            "infusion_gateway_alarm_active",
+            "1 while the alarm is active; stops=false for advisories that keep the pump running",
+            ["channel", "code", "stops"],
+            registry=r,
+        )
         self.cycles = Counter(
             "infusion_gateway_control_cycles", "Control cycles run", ["outcome"], registry=r
         )
@@ -72,6 +86,13 @@ class GatewayMetrics:
             self.prescribed.labels(channel).set(today["prescribed_ml"] if today else 0.0)
             self.delivered.labels(channel).set(today["delivered_ml"] if today else 0.0)
             self.alarms.labels(channel).set(len(snap["alarms"]))
+            self.projected_shortfall.labels(channel).set(
+                (today or {}).get("projected_shortfall_ml") or 0.0
+            )
+            active = {(a["code"], str(a["stops"]).lower()) for a in snap["alarms"]}
+            for code, stops in active | self._alarms_seen.get(channel, set()):
+                self.alarm.labels(channel, code, stops).set(1.0 if (code, stops) in active else 0.0)
+            self._alarms_seen[channel] = self._alarms_seen.get(channel, set()) | active
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

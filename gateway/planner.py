@@ -55,14 +55,16 @@ def plan_rate(
     if volume == 0.0 or time_s == 0.0:
         return RatePlan(0.0, volume, time_s, projected_shortfall_ml=volume, ceiling_bound=False)
     even_ml_per_h = volume * SECONDS_PER_HOUR / time_s  # inf for a vanishing time: fine
-    rate = min(ceiling, even_ml_per_h)
-    deliverable_ml = min(volume, rate * time_s / SECONDS_PER_HOUR)
+    ceiling_bound = even_ml_per_h > ceiling
+    rate = ceiling if ceiling_bound else even_ml_per_h
+    # Exactly 0 when the even spread fits: no float residue reported as a "shortfall".
+    shortfall_ml = max(volume - rate * time_s / SECONDS_PER_HOUR, 0.0) if ceiling_bound else 0.0
     return RatePlan(
         rate_ml_per_h=rate,
         remaining_volume_ml=volume,
         remaining_time_s=time_s,
-        projected_shortfall_ml=max(volume - deliverable_ml, 0.0),
-        ceiling_bound=even_ml_per_h > ceiling,
+        projected_shortfall_ml=shortfall_ml,
+        ceiling_bound=ceiling_bound,
     )
 
 

@@ -15,6 +15,7 @@ from gateway.daemon import Gateway
 from gateway.errors import ConfigError
 from gateway.tokens import read_token_file
 from protocol.clock import ManualClock
+from protocol.pump_state import PumpAlarm
 from simulator.model import PumpModel
 from tests.gateway.conftest import RANDOMISED_AT
 from tests.gateway.model_driver import ModelDriver
@@ -179,6 +180,24 @@ def test_metrics_are_prometheus_text(gateway: Gateway, client: TestClient) -> No
     assert 'infusion_gateway_channel_state{channel="bed1",state="infusing"} 1.0' in text
     assert 'infusion_gateway_ceiling_ml_per_h{channel="bed1"} 28.0' in text
     assert 'infusion_gateway_control_cycles_total{outcome="ok"} 1.0' in text
+    assert 'infusion_gateway_day_projected_shortfall_ml{channel="bed1"} 0.0' in text
+
+
+def test_metrics_keep_a_cleared_alarm_at_zero(gateway: Gateway, client: TestClient) -> None:
+    series = 'infusion_gateway_alarm_active{channel="bed1",code="pump_occlusion",stops="true"}'
+    asyncio.run(gateway.tick())
+    channel = gateway.channels["bed1"]
+    driver = channel.driver
+    assert isinstance(driver, ModelDriver)
+    driver.model.inject(PumpAlarm.OCCLUSION)
+    asyncio.run(gateway.tick())
+    assert f"{series} 1.0" in client.get("/metrics").text
+    driver.model.clear_condition(PumpAlarm.OCCLUSION)
+    channel.submit_ack("nurse", "line checked")
+    for _ in range(2):
+        asyncio.run(gateway.tick())
+    assert channel.state.value == "infusing"
+    assert f"{series} 0.0" in client.get("/metrics").text
 
 
 def test_token_file_must_hold_a_real_token(tmp_path: Path) -> None:
