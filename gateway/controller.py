@@ -67,7 +67,7 @@ from gateway.effects import (
     WatchdogArmed,
 )
 from gateway.errors import InputError
-from gateway.planner import check_start_delay, plan_rate
+from gateway.planner import check_start_delay, plan_rate, shortfall_ml
 from gateway.rules import (
     OVER_DELIVERY_TOLERANCE,
     RATE_FLOAT_SLACK_ML_PER_H,
@@ -840,8 +840,8 @@ class _Decider:
         today = self.s.today
         if today is None or today.closed:
             return True
-        end = today.window_end_s
-        if end is None or self.now < end:
+        window = today.window
+        if window is None or not window.over(self.now):
             return True
         if status.state is PumpState.INFUSING:
             self.stop_pump(f"day {today.day} window ends")
@@ -851,7 +851,7 @@ class _Decider:
         closed = replace(
             today,
             closed=True,
-            shortfall_ml=max((prescribed or 0.0) - today.delivered_ml, 0.0),
+            shortfall_ml=shortfall_ml(prescribed or 0.0, today.delivered_ml),
             notes=notes,
         )
         self.put_today(closed)
@@ -869,7 +869,7 @@ class _Decider:
             ChannelState.AWAITING_TITER,
         ):
             self.set_state(ChannelState.STARTING, f"day {today.day + 1} begins")
-        self.open_day(today.day + 1, end)
+        self.open_day(today.day + 1, window.end_s)
         return False
 
     # -- driving the pump --------------------------------------------------------------------
@@ -904,8 +904,8 @@ class _Decider:
             return
         if self.s.channel is ChannelState.DAY_COMPLETE:
             self.set_state(ChannelState.STARTING, f"day {today.day}: more to give")
-        assert today.window_end_s is not None
-        window_left_s = max(today.window_end_s - self.now, 0.0)
+        assert today.window is not None
+        window_left_s = today.window.remaining_s(self.now)
         limit = self.ceiling()
         pump_max = self.s.link.pump_max_rate_ml_per_h
         if pump_max is not None:

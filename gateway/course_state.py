@@ -20,7 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from gateway.dosing import Arm, Product
 from gateway.errors import GatewayError
-from gateway.planner import DAY_S
+from gateway.planner import DayWindow
 from gateway.safety import ceiling_ml_per_h
 
 #: Bump when the shape below changes; an older journal is refused with a clear message.
@@ -191,8 +191,9 @@ class CourseDay:
     notes: tuple[str, ...] = ()
 
     @property
-    def window_end_s(self) -> float | None:
-        return None if self.window_start_s is None else self.window_start_s + DAY_S
+    def window(self) -> DayWindow | None:
+        """The day's 24-h window, or None while it waits for a late titer (``shift``)."""
+        return None if self.window_start_s is None else DayWindow(self.window_start_s)
 
     @property
     def prescribed_ml(self) -> float | None:

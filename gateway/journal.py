@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import GatewayError
+from gateway.planner import shortfall_ml
 
 SCHEMA_VERSION = 1
 JOURNAL_FILENAME = "journal.sqlite3"
@@ -87,7 +88,7 @@ class DayRecord:
 
     @property
     def shortfall_ml(self) -> float:
-        return max(self.prescribed_ml - self.delivered_ml, 0.0)
+        return shortfall_ml(self.prescribed_ml, self.delivered_ml)
 
 
 class Journal:

@@ -70,36 +70,29 @@ def plan_rate(
 
 @dataclass(frozen=True)
 class DayWindow:
-    """Day ``day`` (1-based) of a course: ``[start_s, end_s)`` seconds after the course start."""
+    """A course day's 24-h window ``[start_s, end_s)`` on the wall clock (seconds).
 
-    day: int
+    Day 1's window opens when the infusion starts; each later one when the previous one ends,
+    or, for a titer-arm day whose titer came late under the ``shift`` policy, when it arrives.
+    """
+
     start_s: float
-    end_s: float
-
-    def remaining_s(self, elapsed_s: float) -> float:
-        """Seconds left in this window at ``elapsed_s`` since the course start."""
-        return max(self.end_s - elapsed_s, 0.0)
-
-
-def day_window(elapsed_s: float) -> DayWindow:
-    """The day window that contains ``elapsed_s`` seconds since the course start."""
-    elapsed = _non_negative("elapsed_s", elapsed_s, "s")
-    index = int(elapsed // DAY_S)
-    return DayWindow(day=index + 1, start_s=index * DAY_S, end_s=(index + 1) * DAY_S)
-
-
-@dataclass(frozen=True)
-class DayOutcome:
-    """A closed day window: what was prescribed, delivered and not delivered."""
-
-    day: int
-    prescribed_ml: float
-    delivered_ml: float
 
     @property
-    def shortfall_ml(self) -> float:
-        """Volume prescribed but not delivered in the window (never carried to the next day)."""
-        return max(self.prescribed_ml - self.delivered_ml, 0.0)
+    def end_s(self) -> float:
+        return self.start_s + DAY_S
+
+    def remaining_s(self, now_s: float) -> float:
+        """Seconds left in this window at ``now_s``."""
+        return max(self.end_s - now_s, 0.0)
+
+    def over(self, now_s: float) -> bool:
+        return now_s >= self.end_s
+
+
+def shortfall_ml(prescribed_ml: float, delivered_ml: float) -> float:
+    """Volume prescribed but not delivered in a day (never carried to the next day)."""
+    return max(prescribed_ml - delivered_ml, 0.0)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from typing import Any
 
 from drivers.status import PumpStatus
 from gateway.course_state import CourseDay, CourseState
-from gateway.planner import plan_rate
+from gateway.dosing import HOURS_PER_DAY
+from gateway.planner import plan_rate, shortfall_ml
 from gateway.timestamps import format_instant
 
 
@@ -96,14 +97,14 @@ def _day_view(state: CourseState, day: CourseDay, now_s: float, running: bool) -
     prescription = day.prescription
     titer = state.titer(prescription.titer_seq) if prescription else None
     projected = None
-    if running and prescription is not None and day.window_end_s is not None:
-        remaining = max(prescription.volume_ml - day.delivered_max_ml, 0.0)
+    if running and prescription is not None and day.window is not None:
+        remaining = shortfall_ml(prescription.volume_ml, day.delivered_max_ml)
         projected = plan_rate(
             remaining_volume_ml=remaining,
-            remaining_time_s=max(day.window_end_s - now_s, 0.0),
+            remaining_time_s=day.window.remaining_s(now_s),
             ceiling_ml_per_h=_usable_ceiling(state),
         ).projected_shortfall_ml
-    day_rate = None if prescription is None else prescription.volume_ml / 24.0
+    day_rate = None if prescription is None else prescription.volume_ml / HOURS_PER_DAY
     return DayView(
         day=day.day,
         window_start=None if day.window_start_s is None else format_instant(day.window_start_s),

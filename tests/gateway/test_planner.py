@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.errors import InputError
-from gateway.planner import DAY_S, DayOutcome, check_start_delay, day_window, plan_rate
+from gateway.planner import DAY_S, DayWindow, check_start_delay, plan_rate, shortfall_ml
 
 volumes = st.floats(min_value=0.0, max_value=2000.0)
 times = st.floats(min_value=0.0, max_value=DAY_S)
@@ -50,17 +50,18 @@ def test_window_over_means_zero_rate_and_all_remaining_is_shortfall() -> None:
     assert plan.projected_shortfall_ml == 10.0
 
 
-def test_day_windows_are_24_h_from_infusion_start() -> None:
-    assert day_window(0.0).day == 1
-    assert day_window(DAY_S - 0.001).day == 1
-    second = day_window(DAY_S)
-    assert (second.day, second.start_s, second.end_s) == (2, DAY_S, 2 * DAY_S)
-    assert second.remaining_s(DAY_S + 3600.0) == DAY_S - 3600.0
+def test_day_windows_are_24_h_from_their_start() -> None:
+    window = DayWindow(start_s=1000.0)
+    assert window.end_s == 1000.0 + DAY_S
+    assert window.remaining_s(1000.0 + 3600.0) == DAY_S - 3600.0
+    assert not window.over(1000.0 + DAY_S - 0.001)
+    assert window.over(1000.0 + DAY_S)
+    assert window.remaining_s(1000.0 + 2 * DAY_S) == 0.0
 
 
 def test_shortfall_belongs_to_its_day() -> None:
-    assert DayOutcome(day=1, prescribed_ml=100.0, delivered_ml=90.0).shortfall_ml == 10.0
-    assert DayOutcome(day=1, prescribed_ml=100.0, delivered_ml=100.2).shortfall_ml == 0.0
+    assert shortfall_ml(100.0, 90.0) == 10.0
+    assert shortfall_ml(100.0, 100.2) == 0.0
 
 
 def test_first_start_within_12_h_of_randomisation() -> None:
