@@ -39,6 +39,7 @@ from gateway.course_inputs import (
 )
 from gateway.course_state import (
     TRANSITIONS,
+    AckPhase,
     Alarm,
     AlarmCode,
     ChannelState,
@@ -158,7 +159,6 @@ class _Decider:
         self.effects: list[Effect] = []
         #: A rate program the pump confirmed in this observation: a start may follow.
         self.programmed = False
-        self.cleared_pump_alarms = False
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -470,11 +470,15 @@ class _Decider:
                     )
                     self.emit("totals_cleared", day=self.s.day_number)
                 case Done(effect=ClearPumpAlarms()):
-                    self.cleared_pump_alarms = True
+                    self.pump_alarms_cleared()
                 case Done():
                     pass
                 case Failed(effect=effect, error=error):
                     self.take_failure(effect, error, connection)
+
+    def pump_alarms_cleared(self) -> None:
+        if self.s.ack_phase is AckPhase.CLEARING:
+            self.s = replace(self.s, ack_phase=AckPhase.CLEARED)
 
     def take_failure(self, effect: Effect, error: str, connection: str | None) -> None:
         match effect:
@@ -484,7 +488,7 @@ class _Decider:
                 self.emit("clear_totals_failed", error=error)  # pending: a drop is this clear
             case ClearPumpAlarms():
                 self.emit("clear_alarms_failed", error=error)
-                self.cleared_pump_alarms = True
+                self.pump_alarms_cleared()  # the next reading shows what is still there
             case ArmWatchdog():
                 self.s = replace(
                     self.s,
@@ -778,7 +782,10 @@ class _Decider:
         )
         if arm is Arm.TITER and titer is None:
             self.stop_pump(f"no fresh titer for day {number}")
-            self.set_state(ChannelState.AWAITING_TITER, f"no fresh titer for day {number}")
+            if self.s.channel is ChannelState.STARTING:
+                # In alarm, stopped or silent the channel keeps its state: after the ack or
+                # the link's return it finds the day still waiting for its titer.
+                self.set_state(ChannelState.AWAITING_TITER, f"no fresh titer for day {number}")
             self.raise_alarm(
                 AlarmCode.TITER_LATE.value,
                 f"day {number}: no titer drawn within "
@@ -992,11 +999,14 @@ class _Decider:
             )
         if self.s.resume_requested:
             # Clear the pump's alarms first, then look again (next round) before resuming.
-            self.s = replace(self.s, resume_requested=False, ack_clearing=True)
+            self.s = replace(self.s, resume_requested=False, ack_phase=AckPhase.CLEARING)
+            if self.s.link.watchdog_held_s is None:
+                # The pump did not take its watchdog: try again before anything starts.
+                self.s = replace(self.s, link=replace(self.s.link, armed_connection=None))
             self.clear_pump_alarms()
             return
-        if self.s.ack_clearing and self.cleared_pump_alarms:
-            self.s = replace(self.s, ack_clearing=False)
+        if self.s.ack_phase is AckPhase.CLEARED:
+            self.s = replace(self.s, ack_phase=None)
             self.resume_after_ack(status)
 
     def resume_after_ack(self, status: PumpStatus) -> None:

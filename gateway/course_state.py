@@ -111,6 +111,11 @@ class AlarmCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
+class AckPhase(StrEnum):
+    CLEARING = "clearing"
+    CLEARED = "cleared"
+
+
 @dataclass(frozen=True)
 class Alarm:
     code: str
@@ -250,8 +255,9 @@ class CourseState:
     recovering: bool = False
     restarted: bool = False
     resume_requested: bool = False
-    #: An acknowledgement cleared the pump's alarms; the next reading decides the resume.
-    ack_clearing: bool = False
+    #: Where an acknowledgement is: the pump's alarms being cleared, then cleared (the next
+    #: reading in a stopped state decides the resume).
+    ack_phase: AckPhase | None = None
     #: Course complete: why.
     completed_reason: str | None = None
 

@@ -21,7 +21,7 @@ from drivers.status import PumpStatus, RateReadback
 from gateway.cli.client import render_status
 from gateway.config import ControlConfig
 from gateway.controller import decide
-from gateway.course_inputs import OrderInput
+from gateway.course_inputs import AckInput, OrderInput
 from gateway.course_state import (
     TRANSITIONS,
     AlarmCode,
@@ -34,6 +34,9 @@ from gateway.course_state import (
 from gateway.dosing import Arm
 from gateway.effects import (
     ArmWatchdog,
+    Done,
+    Failed,
+    Outcome,
     ProgramRate,
     PumpReading,
     RateProgrammed,
@@ -47,7 +50,7 @@ from gateway.planner import DAY_S, SECONDS_PER_HOUR
 from gateway.rules import CourseRules, LateTiterPolicy
 from gateway.soft_limits import SoftLimitError
 from gateway.timestamps import format_instant
-from protocol.pump_state import PumpState
+from protocol.pump_state import PumpAlarm, PumpState
 from tests.gateway.conftest import STEP_S, Rig
 
 H = SECONDS_PER_HOUR
@@ -584,3 +587,51 @@ def test_rule_5_run_refuses_an_order_without_randomisation_time(
     late = format_instant(time.time() - 13 * H)
     assert main([*args, "--state-dir", str(tmp_path), "--randomised-at", late]) == 2
     assert "start_override_reason" in capsys.readouterr().err
+
+
+def test_rule_2_a_day_without_titer_opening_during_an_alarm_waits_after_the_ack(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig = titer_rig(make_rig)
+    rig.run(DAY_S - 2 * H)
+    rig.model.inject(PumpAlarm.OCCLUSION)
+    rig.run(3 * H)  # day 2 opens while the channel is in alarm, with no titer
+    assert rig.channel.state is ChannelState.ALARM
+    assert not rig.events("alarm") or AlarmCode.INTERNAL_ERROR.value not in {
+        e["code"] for e in rig.events("alarm")
+    }
+    rig.model.clear_condition(PumpAlarm.OCCLUSION)
+    rig.channel.submit_ack("nurse", "line flushed")
+    rig.run(2 * STEP_S)
+    assert rig.channel.state is ChannelState.AWAITING_TITER
+    rig.titer(70.0)
+    rig.run(2 * STEP_S)
+    assert rig.channel.state is ChannelState.INFUSING
+    assert prescribed(rig)[1] == pytest.approx(titer_volume_ml(70.0))
+
+
+def test_a_pump_refusing_its_watchdog_is_asked_again_after_the_ack() -> None:
+    state = decide(CourseState(), None, [OrderInput(flat_order())], T0, RULES).state
+    state = decide(state, PumpReading(status(), None, "c1"), [], T0, RULES).state
+    refused = PumpReading(status(), None, "c1", (Failed(ArmWatchdog(30.0), "SAF refused"),))
+    decision = decide(state, refused, [], T0, RULES)
+    assert [type(e) for e in decision.effects] == [StopPump]
+    assert AlarmCode.PUMP_REFUSED.value in {a.code for a in decision.state.alarms}
+    state = decide(decision.state, None, [AckInput("biomed")], T0, RULES).state
+    done: tuple[Outcome, ...] = ()
+    effects: list[type] = []
+    for _ in range(6):
+        decision = decide(state, PumpReading(status(), None, "c1", done), [], T0, RULES)
+        state = decision.state
+        effects += [type(e) for e in decision.effects]
+        done = tuple(
+            WatchdogArmed(e, 30.0) if isinstance(e, ArmWatchdog) else Done(e)
+            for e in decision.effects
+            if not isinstance(e, ProgramRate)
+        )
+        if ProgramRate in effects:
+            break
+    # Asked again, and nothing is programmed before the pump holds its watchdog.
+    assert ArmWatchdog in effects
+    assert effects.index(ArmWatchdog) < effects.index(ProgramRate)
+    assert state.link.watchdog_held_s == 30.0
