@@ -16,6 +16,7 @@ from gateway.dosing import Arm
 pytestmark = pytest.mark.timeout(300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["newera", "modbus"])
 def test_flat_course_end_to_end(protocol: str, tmp_path: Path) -> None:
     summary = run_demo(DemoOptions(arm=Arm.FLAT, protocol=protocol, state_dir=tmp_path))
@@ -35,6 +36,7 @@ def test_flat_course_end_to_end(protocol: str, tmp_path: Path) -> None:
     assert summary["lifetime_volume_infused_ml"] <= total + 3 * resolution_ml + 0.001
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["newera", "modbus"])
 def test_titer_course_end_to_end(protocol: str, tmp_path: Path) -> None:
     summary = run_demo(DemoOptions(arm=Arm.TITER, protocol=protocol, days=3, state_dir=tmp_path))

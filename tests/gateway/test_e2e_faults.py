@@ -43,6 +43,7 @@ def test_pump_fault_alarms_stops_and_resumes_after_ack(
     assert summary["max_commanded_rate_ml_per_h"] > 350.0 / 24  # it caught up
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["newera", "modbus"])
 def test_link_drop_is_alarmed_and_the_day_still_completes(protocol: str, tmp_path: Path) -> None:
     # The dead-line part of the built-in link_drop scenario (its slow and noisy minutes cost
