@@ -24,6 +24,7 @@ from gateway.config import OrderConfig
 from gateway.daemon import Gateway
 from gateway.errors import InputError
 from gateway.metrics import CONTENT_TYPE
+from gateway.soft_limits import API_CONFIRM_HOW, SoftLimitError
 
 _BODY = ConfigDict(extra="forbid")
 
@@ -113,6 +114,12 @@ def create_app(gateway: Gateway, token: str | None) -> FastAPI:
             note: str = action(*args, **kwargs)
         except ChannelBusyError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        except SoftLimitError as exc:
+            refusal = exc.reworded(API_CONFIRM_HOW)
+            raise HTTPException(
+                422,
+                [{"loc": ["body", exc.field], "msg": str(refusal), "allowed": exc.allowed}],
+            ) from None
         except InputError as exc:
             raise HTTPException(
                 422,

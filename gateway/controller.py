@@ -1068,6 +1068,13 @@ class _Decider:
         others = {a for a in status.alarms if a in STOPPING_ALARMS} - AUTO_RESUMABLE_PUMP_ALARMS
         was_running = before in (ChannelState.INFUSING, ChannelState.STARTING)
         if others or not was_running:
+            if not was_running:
+                self.clear_alarms(
+                    "link restored; nothing was running", {AlarmCode.PUMP_SILENT.value}
+                )
+                if not others and status.alarms & AUTO_RESUMABLE_PUMP_ALARMS:
+                    # The pump's watchdog tripped on a stopped pump: nothing to hold.
+                    self.clear_pump_alarms()
             if others or (status.state is PumpState.INFUSING and not was_running):
                 self.verify(status)  # raises the pump alarms / state mismatch, stops the pump
             return

@@ -323,8 +323,17 @@ def load_state(data: Any) -> CourseState:
             f"{STATE_VERSION} (finish or archive the course with the gateway that wrote it)"
         )
     try:
-        return _ADAPTER.validate_python(data)
+        state = _ADAPTER.validate_python(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise StateError(f"stored channel state is malformed at {where}: {first['msg']}") from None
+    if dump_state(state) != data:
+        # A key this version does not know, or a value it would store differently: the
+        # state would not be read back exactly, so it is not read at all.
+        unknown = sorted(set(data) - set(dump_state(state)))
+        raise StateError(
+            "stored channel state does not read back exactly"
+            + (f" (unknown keys: {', '.join(unknown)})" if unknown else "")
+        )
+    return state

@@ -36,6 +36,9 @@ WEIGHT_CHANGE_SOFT_FRACTION: Final[float] = 0.10
 
 #: How a refused value is accepted; a caller may reword it (``--confirm``, ``confirm: true``).
 CONFIRM_HOW: Final[str] = "send it again with confirm"
+#: The same, as the HTTP API says it, and as the command line says it.
+API_CONFIRM_HOW: Final[str] = 'send it again with "confirm": true'
+CLI_CONFIRM_HOW: Final[str] = "run it again with --confirm"
 #: The start of the note a confirmed out-of-limit value returns, for the journal.
 CONFIRMED_NOTE_PREFIX: Final[str] = "confirmed outside soft limit"
 

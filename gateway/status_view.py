@@ -7,6 +7,7 @@ them down where a person reads them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -78,7 +79,9 @@ class ChannelView:
     pump_status: dict[str, object] | None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON data: dicts, lists (not tuples), strings, numbers, None."""
+        data: dict[str, Any] = json.loads(json.dumps(asdict(self)))
+        return data
 
 
 def _mg_per_kg_per_h(state: CourseState, rate_ml_per_h: float | None) -> float | None:

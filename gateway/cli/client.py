@@ -16,11 +16,18 @@ from typing import Any
 from gateway.cli.order_flags import add_order_flags, order_fields
 from gateway.config import parse_host_port
 from gateway.display import DISPLAY_STEP, DOSE_DISPLAY_STEP_MG_PER_KG, floor_display
-from gateway.errors import GatewayError, InputError
+from gateway.errors import GatewayError
+from gateway.soft_limits import API_CONFIRM_HOW, CLI_CONFIRM_HOW
 from gateway.timestamps import parse_instant
 from gateway.tokens import read_token_file
 
 DEFAULT_API = "127.0.0.1:8470"
+
+
+class ApiRefusedError(GatewayError):
+    """The daemon refused the request as bad input (exit code 2); the message is its reason."""
+
+    exit_code = 2
 
 
 class ApiUnreachableError(GatewayError):
@@ -57,10 +64,19 @@ def call(
         if exc.code == 409:
             raise ApiUnreachableError(f"refused by the gateway: {detail}") from None
         if 400 <= exc.code < 500:
-            raise InputError(path.rsplit("/", 1)[-1], "accepted by the gateway", detail) from None
+            raise ApiRefusedError(
+                f"refused by the gateway: {detail.replace(API_CONFIRM_HOW, CLI_CONFIRM_HOW)}"
+            ) from None
         raise ApiUnreachableError(f"gateway at {args.api} answered {exc.code}: {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise ApiUnreachableError(f"no gateway answering at {args.api}: {exc}") from None
+
+
+def _one_problem(problem: dict[str, Any]) -> str:
+    """``field: message``, without saying the field twice when the message names it."""
+    field = ".".join(str(p) for p in problem.get("loc", [])[1:])
+    message = str(problem.get("msg"))
+    return message if not field or message.startswith(f"{field}:") else f"{field}: {message}"
 
 
 def _detail(exc: urllib.error.HTTPError) -> str:
@@ -70,9 +86,7 @@ def _detail(exc: urllib.error.HTTPError) -> str:
         return exc.reason
     detail = payload.get("detail", payload)
     if isinstance(detail, list):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}" for d in detail
-        )
+        return "; ".join(_one_problem(d) for d in detail)
     return str(detail)
 
 

@@ -24,15 +24,13 @@ from gateway.errors import InputError
 from gateway.planner import DAY_S, plan_rate
 from gateway.safety import CEILING_MG_PER_KG_PER_H, CEILING_ML_PER_KG_PER_H, ceiling_ml_per_h
 from gateway.soft_limits import (
+    CLI_CONFIRM_HOW,
     TITER_SOFT_MG_PER_DL,
     WEIGHT_SOFT_KG,
     SoftLimitError,
     check_titer,
     check_weight,
 )
-
-#: How a person accepts a value outside a soft limit, on this command line.
-CONFIRM_HOW = "run it again with --confirm"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,7 +142,7 @@ def _check_soft_limits(dose: DailyDose, *, confirm: bool) -> list[str]:
         if dose.igm_mg_per_dl is not None:
             notes.append(check_titer(dose.igm_mg_per_dl, confirm=confirm))
     except SoftLimitError as exc:
-        raise exc.reworded(CONFIRM_HOW) from None
+        raise exc.reworded(CLI_CONFIRM_HOW) from None
     return [note for note in notes if note is not None]
 
 

@@ -39,14 +39,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: Flags that describe the one channel of a run without --config (refused with --config).
+_ONE_CHANNEL_FLAGS = (
+    "pump",
+    "arm",
+    "weight_kg",
+    "igm_mg_dl",
+    "hematocrit",
+    "randomised_at",
+    "start_override_reason",
+    "titer_measured_at",
+    "confirm",
+    "state_dir",
+    "poll_interval_s",
+)
+
+
 def config_from_args(args: argparse.Namespace) -> GatewayConfig:
     """A validated config from ``--config`` or from the one-channel flags."""
     if args.config is not None:
-        clashing = [
-            f
-            for f in ("pump", "arm", "weight_kg", "state_dir", "randomised_at", "confirm")
-            if getattr(args, f)
-        ]
+        clashing = [f for f in _ONE_CHANNEL_FLAGS if getattr(args, f) not in (None, False)]
         if clashing:
             raise InputError(
                 "--config", f"used alone, without --{clashing[0].replace('_', '-')}", True

@@ -145,6 +145,7 @@ def test_writes_refused_when_no_token_configured(gateway: Gateway) -> None:
             "Extra inputs",
         ),
         ("weight", {"weight_kg": 154}, "weight_kg", "did you mean pounds?"),
+        ("weight", {"weight_kg": 154}, "weight_kg", 'send it again with "confirm": true'),
         ("weight", {"weight_kg": 300}, "weight_kg", "from 30 to 250 kg"),
         ("ack", {"operator": ""}, "operator", "at least 1 character"),
     ],

@@ -635,3 +635,20 @@ def test_a_pump_refusing_its_watchdog_is_asked_again_after_the_ack() -> None:
     assert ArmWatchdog in effects
     assert effects.index(ArmWatchdog) < effects.index(ProgramRate)
     assert state.link.watchdog_held_s == 30.0
+
+
+def test_a_link_drop_while_nothing_runs_leaves_no_alarm_behind(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig = titer_rig(make_rig)
+    rig.run(DAY_S - H)
+    rig.titer(120.0)  # no infusion on day 2
+    rig.run(2 * H)
+    assert rig.channel.state is ChannelState.DAY_COMPLETE
+    rig.driver.silent = True
+    rig.run(2 * STEP_S)
+    assert AlarmCode.PUMP_SILENT.value in {a["code"] for a in rig.channel.snapshot()["alarms"]}
+    rig.driver.silent = False
+    rig.run(2 * STEP_S)
+    assert rig.channel.state is ChannelState.DAY_COMPLETE
+    assert rig.channel.snapshot()["alarms"] == []
