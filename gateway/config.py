@@ -118,7 +118,8 @@ class OrderConfig(BaseModel):
     #: 12 h of it unless ``start_override_reason`` says why not.
     randomised_at: AwareDatetime | None = None
     start_override_reason: str | None = Field(default=None, max_length=500)
-    #: Titer arm: when the baseline titer's blood was drawn (default: when the order arrives).
+    #: Titer arm (required): when the baseline titer's blood was drawn, at most
+    #: ``titer_max_age_h`` before the order.
     titer_measured_at: AwareDatetime | None = None
     #: Confirms values outside the soft limits (weight 40-150 kg, titer 5-400 mg/dL).
     confirm: bool = False

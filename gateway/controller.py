@@ -271,7 +271,11 @@ class _Decider:
                     seq=len(titers),
                     igm_mg_dl=item.igm_mg_dl,
                     hematocrit=item.hematocrit,
-                    measured_at_s=item.titer_measured_at_s or order.received_at_s,
+                    measured_at_s=(
+                        order.received_at_s
+                        if item.titer_measured_at_s is None
+                        else item.titer_measured_at_s
+                    ),
                     received_at_s=order.received_at_s,
                     baseline=True,
                 ),

@@ -83,7 +83,12 @@ def _run(options: DemoOptions, state_dir: Path, progress: Progress | None) -> di
             "confirm": options.confirm,
         }
         if options.arm is Arm.TITER:
-            channel.update(igm_mg_dl=options.igm_mg_dl, hematocrit=options.hematocrit)
+            channel.update(
+                igm_mg_dl=options.igm_mg_dl,
+                hematocrit=options.hematocrit,
+                # The enrolment titer was drawn at randomisation.
+                titer_measured_at=channel["randomised_at"],
+            )
         config = build_config(
             {
                 "state_dir": str(state_dir),

@@ -57,11 +57,17 @@ def order_input(
         titer_note = check_titer(igm_mg_dl, confirm=confirm)
         if titer_note:
             notes.append(titer_note)
-        if titer_measured_at_s is not None:
-            check_not_future("titer_measured_at", titer_measured_at_s, now_s, skew_s=CLOCK_SKEW_S)
-            check_not_older(
-                "titer_measured_at", titer_measured_at_s, now_s, max_age_s=rules.titer_max_age_s
+        if titer_measured_at_s is None:
+            raise InputError(
+                "titer_measured_at",
+                "given for the titer arm: when the baseline titer's blood was drawn, ISO-8601 "
+                "with a zone",
+                None,
             )
+        check_not_future("titer_measured_at", titer_measured_at_s, now_s, skew_s=CLOCK_SKEW_S)
+        check_not_older(
+            "titer_measured_at", titer_measured_at_s, now_s, max_age_s=rules.titer_max_age_s
+        )
     elif igm_mg_dl is not None or hematocrit is not None:
         raise InputError("igm_mg_dl", "omitted for the flat arm", igm_mg_dl)
     reason = start_override_reason.strip() if start_override_reason else None

@@ -20,6 +20,8 @@ from tests.gateway.model_driver import ModelDriver
 STEP_S = 300.0
 #: The test patients were randomised an hour before a ManualClock starts (2026-01-01T00:00Z).
 RANDOMISED_AT = "2025-12-31T23:00:00Z"
+#: ... and their baseline titer drawn half an hour before it.
+TITER_DRAWN_AT = "2025-12-31T23:30:00Z"
 
 
 @dataclass
@@ -85,6 +87,8 @@ def make_rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
             "randomised_at": RANDOMISED_AT,
         }
         settings.update(config)
+        if settings["arm"] == "titer":
+            settings.setdefault("titer_measured_at", TITER_DRAWN_AT)
         channel = Channel(
             ChannelConfig(**settings),
             driver,

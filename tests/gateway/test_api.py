@@ -17,7 +17,7 @@ from gateway.tokens import read_token_file
 from protocol.clock import ManualClock
 from protocol.pump_state import PumpAlarm
 from simulator.model import PumpModel
-from tests.gateway.conftest import RANDOMISED_AT
+from tests.gateway.conftest import RANDOMISED_AT, TITER_DRAWN_AT
 from tests.gateway.model_driver import ModelDriver
 
 TOKEN = "s3cret-token-for-tests"
@@ -43,6 +43,7 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
                     "igm_mg_dl": 30.0,
                     "hematocrit": 0.35,
                     "randomised_at": RANDOMISED_AT,
+                    "titer_measured_at": TITER_DRAWN_AT,
                 }
             ],
         }

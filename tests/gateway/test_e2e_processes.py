@@ -181,6 +181,8 @@ def test_run_drives_sim_and_bedside_commands_talk_to_it(
         "0.35",
         "--randomised-at",
         _an_hour_ago(),
+        "--titer-measured-at",
+        _an_hour_ago(),
         "--state-dir",
         str(state_dir),
         "--api",

@@ -16,7 +16,7 @@ from gateway.daemon import Gateway
 from protocol.clock import ManualClock
 from protocol.pump_state import PumpState
 from simulator.model import PumpModel
-from tests.gateway.conftest import RANDOMISED_AT
+from tests.gateway.conftest import RANDOMISED_AT, TITER_DRAWN_AT
 from tests.gateway.model_driver import ModelDriver
 
 TOKEN = "order-test-token-0123456789"
@@ -60,6 +60,7 @@ def test_order_over_the_api_starts_the_course(rig: tuple[Gateway, PumpModel, Tes
         "igm_mg_dl": 30,
         "hematocrit": 0.35,
         "randomised_at": RANDOMISED_AT,
+        "titer_measured_at": TITER_DRAWN_AT,
     }
     assert client.post("/v1/channels/bed1/order", json=body, headers=AUTH).status_code == 202
     asyncio.run(gateway.tick())
@@ -77,6 +78,16 @@ def test_order_over_the_api_starts_the_course(rig: tuple[Gateway, PumpModel, Tes
     ("body", "field"),
     [
         ({"arm": "titer", "weight_kg": 70, "igm_mg_dl": 30}, "hematocrit"),
+        (
+            {
+                "arm": "titer",
+                "weight_kg": 70,
+                "igm_mg_dl": 30,
+                "hematocrit": 0.35,
+                "randomised_at": "2025-12-31T23:00:00Z",
+            },
+            "titer_measured_at",
+        ),
         ({"arm": "flat", "weight_kg": 20}, "weight_kg"),
         (
             {"arm": "flat", "weight_kg": 70, "ceiling_ml_per_kg_per_h": 0.5},
