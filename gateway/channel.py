@@ -57,12 +57,13 @@ from gateway.effects import (
     Silence,
     StartPump,
     StopPump,
+    VolumeReached,
     WatchdogArmed,
 )
 from gateway.errors import GatewayError
 from gateway.intake import order_input, titer_input, weight_input
 from gateway.journal import DayRecord, Journal
-from gateway.rules import MAX_ROUNDS_PER_CYCLE, CourseRules
+from gateway.rules import MAX_ROUNDS_PER_CYCLE, VOLUME_EPSILON_ML, CourseRules
 from gateway.status_view import channel_view
 from protocol.clock import Clock
 
@@ -350,7 +351,15 @@ class Channel:
         match effect:
             case StopPump():
                 driver.stop()
-            case ProgramRate(approved=approved, vtbi_ml=vtbi_ml):
+            case ProgramRate(approved=approved, vtbi_ml=vtbi_ml, basis_totalizer_ml=basis):
+                if basis is not None:
+                    # Mechanics, not a decision: what the running pump gave since the reading
+                    # the VTBI was computed from comes off the VTBI (never onto it).
+                    now_ml = driver.read_status().volume_infused_ml
+                    vtbi_ml -= max(now_ml - basis, 0.0)
+                    if vtbi_ml < VOLUME_EPSILON_ML:
+                        driver.stop()
+                        return VolumeReached(effect, now_ml)
                 held_ml = driver.set_vtbi(vtbi_ml)
                 return RateProgrammed(effect, driver.set_rate(approved), held_ml)
             case StartPump():

@@ -65,6 +65,7 @@ from gateway.effects import (
     Silence,
     StartPump,
     StopPump,
+    VolumeReached,
     WatchdogArmed,
 )
 from gateway.errors import InputError
@@ -159,6 +160,8 @@ class _Decider:
         self.effects: list[Effect] = []
         #: A rate program the pump confirmed in this observation: a start may follow.
         self.programmed = False
+        #: The executor stopped a pump that reached the day's volume before its VTBI was set.
+        self.volume_reached = False
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -465,6 +468,10 @@ class _Decider:
                     )
                 case RateProgrammed():
                     self.take_rate_readback(outcome)
+                case VolumeReached(totalizer_ml=totalizer_ml):
+                    self.emit("volume_reached_before_program", totalizer_ml=totalizer_ml)
+                    self.s = replace(self.s, commanded=None)
+                    self.volume_reached = True
                 case Done(effect=ClearTotals()):
                     self.s = replace(
                         self.s,
@@ -639,7 +646,7 @@ class _Decider:
         channel = self.s.channel
         if channel is ChannelState.INFUSING:
             if status.state is not PumpState.INFUSING:
-                if PumpAlarm.VTBI_COMPLETE in status.alarms:
+                if PumpAlarm.VTBI_COMPLETE in status.alarms or self.volume_reached:
                     return True  # the pump delivered the day's volume: drive closes the day
                 self.raise_alarm(
                     AlarmCode.STATE_MISMATCH.value,
@@ -895,7 +902,7 @@ class _Decider:
             return
         upper_ml = today.delivered_ml + self.s.link.last_volume_resolution_ml
         remaining = max(today.prescription.volume_ml - upper_ml, 0.0)
-        vtbi_complete = PumpAlarm.VTBI_COMPLETE in status.alarms
+        vtbi_complete = PumpAlarm.VTBI_COMPLETE in status.alarms or self.volume_reached
         clear_advisories = bool(status.alarms) and not (status.alarms & STOPPING_ALARMS)
         if vtbi_complete and self.s.commanded is None:
             # Left over from a VTBI this day never set (yesterday's, or before a re-plan).
@@ -953,15 +960,21 @@ class _Decider:
                     f"{remaining:.2f} mL left today",
                 )
                 return
-            self.program(plan.rate_ml_per_h, remaining, plan.projected_shortfall_ml)
+            self.program(plan.rate_ml_per_h, remaining, plan.projected_shortfall_ml, status)
             return
         if needs_command:
-            self.program(plan.rate_ml_per_h, remaining, plan.projected_shortfall_ml)
+            self.program(plan.rate_ml_per_h, remaining, plan.projected_shortfall_ml, status)
             return
         if self.s.channel is ChannelState.STARTING:
             self.set_state(ChannelState.INFUSING, "pump infusing at the commanded rate")
 
-    def program(self, rate_ml_per_h: float, remaining_ml: float, shortfall_ml: float) -> None:
+    def program(
+        self,
+        rate_ml_per_h: float,
+        remaining_ml: float,
+        shortfall_ml: float,
+        status: PumpStatus,
+    ) -> None:
         """Through the one safety check, or an alarm."""
         order = self.s.order
         assert order is not None
@@ -986,7 +999,9 @@ class _Decider:
             ceiling_ml_per_h=approved.ceiling_ml_per_h,
             projected_shortfall_ml=shortfall_ml,
         )
-        self.effects.append(ProgramRate(approved, remaining_ml))
+        running = status.state is PumpState.INFUSING
+        basis = status.volume_infused_ml if running else None
+        self.effects.append(ProgramRate(approved, remaining_ml, basis_totalizer_ml=basis))
 
     def clear_pump_alarms(self) -> None:
         if not any(isinstance(e, ClearPumpAlarms) for e in self.effects):

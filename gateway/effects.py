@@ -21,10 +21,16 @@ class StopPump:
 
 @dataclass(frozen=True)
 class ProgramRate:
-    """Set the VTBI, then the approved rate, and read the rate back."""
+    """Set the VTBI, then the approved rate, and read the rate back.
+
+    On a running pump ``basis_totalizer_ml`` is the reading the VTBI was computed from: the pump
+    keeps infusing until the VTBI is written, so the executor first takes off what the
+    totalizer moved since (never adds), and stops the pump instead if nothing is left.
+    """
 
     approved: ApprovedRate
     vtbi_ml: float
+    basis_totalizer_ml: float | None = None
 
 
 @dataclass(frozen=True)
@@ -69,12 +75,20 @@ class RateProgrammed:
 
 
 @dataclass(frozen=True)
+class VolumeReached:
+    """A running pump reached the day's volume before its VTBI could be written: stopped."""
+
+    effect: ProgramRate
+    totalizer_ml: float
+
+
+@dataclass(frozen=True)
 class WatchdogArmed:
     effect: ArmWatchdog
     held_s: float
 
 
-Outcome = Done | Failed | RateProgrammed | WatchdogArmed
+Outcome = Done | Failed | RateProgrammed | VolumeReached | WatchdogArmed
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -652,3 +653,34 @@ def test_a_link_drop_while_nothing_runs_leaves_no_alarm_behind(
     rig.run(2 * STEP_S)
     assert rig.channel.state is ChannelState.DAY_COMPLETE
     assert rig.channel.snapshot()["alarms"] == []
+
+
+def test_rule_6_a_running_pump_reprogrammed_after_a_slow_commit_never_goes_over(
+    make_rig: Callable[..., Rig],
+) -> None:
+    # Journalling a decision takes a minute of pump time (a slow disk under a scaled clock):
+    # the running pump keeps infusing between the reading a VTBI is computed from and the
+    # VTBI's write.  The executor takes that off the VTBI, so the day still ends at or below
+    # its prescription.
+    rig = make_rig(arm="flat", weight_kg=70.0)
+    commit = rig.journal.commit
+
+    def slow_commit(*args: Any, **kwargs: Any) -> None:
+        commit(*args, **kwargs)
+        rig.clock.advance(60.0)
+
+    rig.journal.commit = slow_commit  # type: ignore[method-assign]
+    rig.run(DAY_S - 3 * H)
+    for weight in (71.0, 70.5, 71.5, 72.0):  # each correction re-programs the running pump
+        rig.channel.submit_weight(weight, "re-weighed")
+        rig.run(H / 2)
+    while not rig.journal.days("bed1")[0].closed:
+        rig.run(STEP_S)
+    prescribed = rig.journal.days("bed1")[0].prescribed_ml
+    assert prescribed == pytest.approx(250.0 * 72.0 / 50.0)
+    pump = rig.model.snapshot()
+    # Day 1's truth: the pump's lifetime less what its totalizer counted since day 2's clear.
+    day1_ml = pump.lifetime_volume_infused_ml - pump.volume_infused_ml
+    assert day1_ml <= prescribed + 0.01
+    assert day1_ml == pytest.approx(prescribed, rel=0.005)
+    assert rig.events("command")  # re-programmed while running, as intended
