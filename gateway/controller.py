@@ -193,6 +193,9 @@ class _Decider:
         )
         self.emit("alarm", code=alarm.code, detail=detail, stop=True)
 
+    def put_link(self, **changes: Any) -> None:
+        self.s = replace(self.s, link=replace(self.s.link, **changes))
+
     def put_today(self, day: CourseDay) -> None:
         self.s = replace(self.s, days=(*self.s.days[:-1], day))
 
@@ -379,7 +382,7 @@ class _Decider:
 
     def on_silence(self, obs: Silence) -> None:
         self.take_outcomes(obs.outcomes, connection=None)
-        self.s = replace(self.s, link=replace(self.s.link, armed_connection=None))
+        self.put_link(armed_connection=None)
         if self.s.channel in (ChannelState.LINK_LOST, ChannelState.COMPLETED):
             return
         self.s = replace(
@@ -396,7 +399,7 @@ class _Decider:
         status = obs.status
         self.take_outcomes(obs.outcomes, connection=obs.connection)
         previous_poll_s = self.s.link.last_good_poll_s
-        self.s = replace(self.s, link=replace(self.s.link, last_good_poll_s=self.now))
+        self.put_link(last_good_poll_s=self.now)
         self.account(status)
         self.emit(
             "readback",
@@ -410,15 +413,9 @@ class _Decider:
         )
         if self.s.link.armed_connection != obs.connection:
             identity = obs.identity
-            self.s = replace(
-                self.s,
-                link=replace(
-                    self.s.link,
-                    pump_max_rate_ml_per_h=identity.max_rate_ml_per_h if identity else None,
-                    rate_resolution_ml_per_h=(
-                        identity.rate_resolution_ml_per_h if identity else 0.01
-                    ),
-                ),
+            self.put_link(
+                pump_max_rate_ml_per_h=identity.max_rate_ml_per_h if identity else None,
+                rate_resolution_ml_per_h=identity.rate_resolution_ml_per_h if identity else 0.01,
             )
             self.effects.append(ArmWatchdog(self.rules.pump_watchdog_s))
             return  # nothing starts before the pump holds its watchdog
@@ -453,12 +450,7 @@ class _Decider:
         for outcome in outcomes:
             match outcome:
                 case WatchdogArmed(effect=effect, held_s=held_s):
-                    self.s = replace(
-                        self.s,
-                        link=replace(
-                            self.s.link, armed_connection=connection, watchdog_held_s=held_s
-                        ),
-                    )
+                    self.put_link(armed_connection=connection, watchdog_held_s=held_s)
                     self.emit(
                         "pump_connected",
                         connection=connection,
@@ -473,12 +465,7 @@ class _Decider:
                     self.s = replace(self.s, commanded=None)
                     self.volume_reached = True
                 case Done(effect=ClearTotals()):
-                    self.s = replace(
-                        self.s,
-                        link=replace(
-                            self.s.link, last_totalizer_ml=0.0, totals_clear_pending=False
-                        ),
-                    )
+                    self.put_link(last_totalizer_ml=0.0, totals_clear_pending=False)
                     self.emit("totals_cleared", day=self.s.day_number)
                 case Done(effect=ClearPumpAlarms()):
                     self.pump_alarms_cleared()
@@ -501,10 +488,7 @@ class _Decider:
                 self.emit("clear_alarms_failed", error=error)
                 self.pump_alarms_cleared()  # the next reading shows what is still there
             case ArmWatchdog():
-                self.s = replace(
-                    self.s,
-                    link=replace(self.s.link, armed_connection=connection, watchdog_held_s=None),
-                )
+                self.put_link(armed_connection=connection, watchdog_held_s=None)
                 self.raise_alarm(
                     AlarmCode.PUMP_REFUSED.value,
                     f"the pump did not take its communication watchdog: {error}",
@@ -580,10 +564,7 @@ class _Decider:
             delta = now_ml
         elif last is not None and delta < 0.0:
             if delta < -VOLUME_EPSILON_ML:
-                self.s = replace(
-                    self.s,
-                    link=replace(link, last_totalizer_ml=now_ml, last_volume_resolution_ml=step_ml),
-                )
+                self.put_link(last_totalizer_ml=now_ml, last_volume_resolution_ml=step_ml)
                 # What the pump delivered since the last reading is unknown: never guess low.
                 self.raise_alarm(
                     AlarmCode.TOTALIZER_WENT_BACK.value,
@@ -591,14 +572,10 @@ class _Decider:
                 )
                 return
             new_last, delta = last, 0.0  # display noise: keep the higher reading
-        self.s = replace(
-            self.s,
-            link=replace(
-                link,
-                last_totalizer_ml=new_last,
-                last_volume_resolution_ml=step_ml,
-                totals_clear_pending=pending,
-            ),
+        self.put_link(
+            last_totalizer_ml=new_last,
+            last_volume_resolution_ml=step_ml,
+            totals_clear_pending=pending,
         )
         today = self.s.today
         if today is not None and not today.closed:
@@ -880,7 +857,7 @@ class _Decider:
             return False
         self.emit("command", command="clear_totals", reason="new day window")
         self.effects.append(ClearTotals())
-        self.s = replace(self.s, link=replace(self.s.link, totals_clear_pending=True))
+        self.put_link(totals_clear_pending=True)
         if self.s.channel in (
             ChannelState.INFUSING,
             ChannelState.DAY_COMPLETE,
@@ -1021,7 +998,7 @@ class _Decider:
             self.s = replace(self.s, resume_requested=False, ack_phase=AckPhase.CLEARING)
             if self.s.link.watchdog_held_s is None:
                 # The pump did not take its watchdog: try again before anything starts.
-                self.s = replace(self.s, link=replace(self.s.link, armed_connection=None))
+                self.put_link(armed_connection=None)
             self.clear_pump_alarms()
             return
         if self.s.ack_phase is AckPhase.CLEARED:
