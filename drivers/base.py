@@ -116,6 +116,7 @@ class PumpDriver(ABC):
             measured_rate_ml_per_h=status.measured_rate_ml_per_h,
             max_rate_ml_per_h=status.max_rate_ml_per_h,
             identity=self._identity,
+            uptime_s=status.uptime_s,
         )
 
     def set_rate(self, rate: ApprovedRate) -> RateReadback:
@@ -162,7 +163,9 @@ class PumpDriver(ABC):
         self._request(self._clear_totals, retry=False)
 
     def arm_watchdog(self, timeout_s: float) -> float:
-        """Put the pump in its own communication watchdog; returns the timeout it holds (s)."""
+        """Put the pump in its own communication watchdog; returns the timeout the pump reports
+        holding afterwards (s), read back from it, not the one requested: 0 means the pump did
+        not take it."""
         if not timeout_s > 0.0 or timeout_s == float("inf"):
             raise ValueError(f"timeout_s must be finite and > 0, got {timeout_s!r}")
         return self._request(lambda: self._arm_watchdog(timeout_s), retry=True)

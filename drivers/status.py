@@ -43,6 +43,9 @@ class PumpStatus:
     measured_rate_ml_per_h: float | None = None
     max_rate_ml_per_h: float | None = None
     identity: PumpIdentity | None = None
+    #: The pump's own uptime (s), where the protocol has it (Modbus UPTIME; NE-1000: None).  A
+    #: pump whose uptime stops advancing is serving stale data.
+    uptime_s: float | None = field(default=None, kw_only=True)
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dict with stable keys (``state``, ``rate_ml_per_h``, ...)."""
@@ -55,6 +58,7 @@ class PumpStatus:
             "vtbi_remaining_ml": self.vtbi_remaining_ml,
             "alarms": sorted(alarm.value for alarm in self.alarms),
             "max_rate_ml_per_h": self.max_rate_ml_per_h,
+            "uptime_s": self.uptime_s,
             "identity": None
             if self.identity is None
             else {

@@ -13,6 +13,7 @@ it for the next cycle, never touching the pump.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import uuid
@@ -29,6 +30,7 @@ from gateway.config import ChannelConfig, ControlConfig, OrderConfig, course_rul
 from gateway.controller import Decision, decide
 from gateway.course_inputs import (
     AckInput,
+    ClockStepInput,
     Input,
     ShutdownInput,
     StopInput,
@@ -60,9 +62,9 @@ from gateway.effects import (
     VolumeReached,
     WatchdogArmed,
 )
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
 from gateway.intake import order_input, titer_input, weight_input
-from gateway.journal import DayRecord, Journal
+from gateway.journal import DayRecord, Journal, JournalError
 from gateway.rules import MAX_ROUNDS_PER_CYCLE, VOLUME_EPSILON_ML, CourseRules
 from gateway.status_view import channel_view
 from protocol.clock import Clock
@@ -85,8 +87,49 @@ def restarted(state: CourseState) -> CourseState:
         restarted=True,
         # The outage began at the last good poll of the process that wrote this state.
         lost_since_s=state.lost_since_s or state.link.last_good_poll_s,
+        lost_since_uptime_s=(
+            state.lost_since_uptime_s
+            if state.lost_since_s is not None
+            else state.link.last_uptime_s
+        ),
         link=replace(state.link, armed_connection=None),
     )
+
+
+def order_differences(
+    config_order: OrderConfig, state: CourseState
+) -> list[tuple[str, object, object]]:
+    """(field, config value, journal value) for every field where they disagree.
+
+    The weight differs only when the config changed it since the journal took it (from the
+    order or an adoption): later corrections over the API are the journal's.
+    """
+    journal_order = state.order
+    assert journal_order is not None
+    differences: list[tuple[str, object, object]] = []
+    if config_order.weight_kg != state.config_weight_kg:
+        differences.append(("weight_kg", config_order.weight_kg, state.weight_kg))
+    product = config_order.product
+    pairs: list[tuple[str, object, object]] = [
+        ("arm", config_order.arm.value, journal_order.arm.value),
+        (
+            "ceiling_ml_per_kg_per_h",
+            config_order.ceiling_ml_per_kg_per_h,
+            journal_order.ceiling_ml_per_kg_per_h,
+        ),
+        (
+            "product.concentration_mg_per_ml",
+            product.concentration_mg_per_ml,
+            journal_order.concentration_mg_per_ml,
+        ),
+        (
+            "product.igm_content_mg_per_ml",
+            product.igm_content_mg_per_ml,
+            journal_order.igm_content_mg_per_ml,
+        ),
+        ("randomised_at_s", config_order.randomised_at_s, journal_order.randomised_at_s),
+    ]
+    return differences + [(name, mine, theirs) for name, mine, theirs in pairs if mine != theirs]
 
 
 def _day_records(old: CourseState | None, new: CourseState) -> list[DayRecord]:
@@ -132,6 +175,8 @@ class Channel:
         control: ControlConfig,
         *,
         pump_watchdog_s: float | None = None,
+        poll_interval_s: float | None = None,
+        adopt_config_order: bool = False,
     ) -> None:
         self.id = config.id
         self.config = config
@@ -140,6 +185,9 @@ class Channel:
         self.clock = clock
         self.control = control
         self.pump_watchdog_s = pump_watchdog_s or control.pump_watchdog_s
+        self.poll_interval_s = poll_interval_s or control.poll_interval_s
+        self._last_clocks: tuple[float, float] | None = None
+        self._journal_failed: str | None = None
         self.rules: CourseRules = course_rules(control, self.pump_watchdog_s)
         self._inbox: queue.SimpleQueue[Input] = queue.SimpleQueue()
         self._submit_lock = threading.Lock()
@@ -152,6 +200,9 @@ class Channel:
         stored = journal.channel_state(self.id)
         if stored is not None:
             self.course = restarted(load_state(stored))
+            order = config.order()
+            if order is not None:
+                self._reconcile_config_order(order, adopt=adopt_config_order)
         else:
             self.course = CourseState()
             first: list[Input] = []
@@ -185,6 +236,47 @@ class Channel:
             confirm=order.confirm,
             now_s=self.clock.wall(),
             rules=self.rules,
+        )
+
+    def _reconcile_config_order(self, config_order: OrderConfig, *, adopt: bool) -> None:
+        """The journal owns the course: a config order that says otherwise is refused, unless
+        the operator adopts it (only a weight can be adopted: it is a correction)."""
+        journal_order = self.course.order
+        if journal_order is None:
+            return
+        differences = order_differences(config_order, self.course)
+        if not differences:
+            return
+        adoptable = {"weight_kg"}
+        fixed = [d for d in differences if d[0] not in adoptable]
+        text = "; ".join(
+            f"{name} {mine!r} (config) vs {theirs!r} (journal)"
+            for name, mine, theirs in differences
+        )
+        if fixed or not adopt:
+            how = (
+                "a different arm, product, ceiling or randomisation time is a new course: give it "
+                "a new channel id"
+                if fixed
+                else "send a weight correction (infusion-gateway weight) or start with "
+                "run --adopt-config-order"
+            )
+            raise ConfigError(
+                f"config channel {self.id} differs from its journal: {text}; the journal's "
+                f"course stands ({how})"
+            )
+        item = replace(
+            weight_input(
+                weight_kg=config_order.weight_kg,
+                reason="adopted from the config at start (run --adopt-config-order)",
+                confirm=True,
+                state=self.course,
+            ),
+            from_config=True,
+        )
+        self._commit(
+            decide(self.course, None, [item], self.clock.wall(), self.rules),
+            extra=[("config_order_adopted", {"differences": text})],
         )
 
     def submit_order(self, order: OrderConfig) -> str:
@@ -299,29 +391,62 @@ class Channel:
     # -- the control cycle --------------------------------------------------------------------
 
     def step(self) -> None:
-        """One control cycle.  Never raises for a pump problem: the controller alarms instead."""
-        inputs: Sequence[Input] = self._drain()
+        """One control cycle.  Never raises for a pump problem: the controller alarms instead.
+
+        A journal that cannot be written raises :class:`JournalError` after the pump was told
+        to stop: nothing may be done that cannot be recorded (the daemon's cycle fails, and
+        readiness with it).
+        """
         try:
-            observation: Observation = self._observe(())
-            for _ in range(MAX_ROUNDS_PER_CYCLE):
-                decision = decide(self.course, observation, inputs, self.clock.wall(), self.rules)
-                inputs = ()
-                self._commit(decision)
-                if not decision.effects:
-                    return
-                observation = self._observe(self._perform(decision.effects))
-            # Still acting after every round: something is wrong.  Stop, say so, go on next cycle.
-            self._log.error("cycle_rounds_exhausted", rounds=MAX_ROUNDS_PER_CYCLE)
-            self.journal.record(
-                self.id,
-                "cycle_rounds_exhausted",
-                {"rounds": MAX_ROUNDS_PER_CYCLE},
-                wall_s=self.clock.wall(),
-                monotonic_s=self.clock.monotonic(),
-            )
-            self._perform((StopPump("control cycle did not settle"),))
+            self._step()
+        except JournalError as exc:
+            self._journal_failed = str(exc)
+            self._log.error("journal_failed", error=str(exc))
+            with contextlib.suppress(DriverError):
+                self.driver.stop()
+            raise
         finally:
             self._publish()
+
+    def _clock_step_s(self) -> float | None:
+        """How far the wall clock moved against the monotonic clock since the last cycle, if
+        more than two poll intervals (else None)."""
+        wall, mono = self.clock.wall(), self.clock.monotonic()
+        last, self._last_clocks = self._last_clocks, (wall, mono)
+        if last is None:
+            return None
+        step_s = (wall - last[0]) - (mono - last[1])
+        return step_s if abs(step_s) > 2.0 * self.poll_interval_s else None
+
+    def _step(self) -> None:
+        inputs: list[Input] = self._drain()
+        step_s = self._clock_step_s()
+        if step_s is not None:
+            inputs.append(ClockStepInput(step_s))
+        quiet_until = self.course.link.quiet_until_s
+        if quiet_until is not None and self.clock.wall() < quiet_until:
+            # After a failed stop: no traffic at all, so the pump's own watchdog stops it.
+            decision = decide(self.course, None, inputs, self.clock.wall(), self.rules)
+            self._commit(decision)
+            return
+        observation: Observation = self._observe(())
+        for _ in range(MAX_ROUNDS_PER_CYCLE):
+            decision = decide(self.course, observation, inputs, self.clock.wall(), self.rules)
+            inputs = []
+            self._commit(decision)
+            if not decision.effects:
+                return
+            observation = self._observe(self._perform(decision.effects))
+        # Still acting after every round: something is wrong.  Stop, say so, go on next cycle.
+        self._log.error("cycle_rounds_exhausted", rounds=MAX_ROUNDS_PER_CYCLE)
+        self.journal.record(
+            self.id,
+            "cycle_rounds_exhausted",
+            {"rounds": MAX_ROUNDS_PER_CYCLE},
+            wall_s=self.clock.wall(),
+            monotonic_s=self.clock.monotonic(),
+        )
+        self._perform((StopPump("control cycle did not settle"),))
 
     def _observe(self, outcomes: Sequence[Outcome]) -> Observation:
         try:
@@ -411,8 +536,20 @@ class Channel:
             state=self.course,
             status=self._last_status,
             now_s=self.clock.wall(),
-        )
-        self._view = view.to_json()
+        ).to_json()
+        if self._journal_failed is not None:
+            # Nothing after the failure was recorded: do not claim a state we cannot know.
+            view["state"] = "unknown"
+            view["alarms"] = [
+                *view["alarms"],
+                {
+                    "code": "journal_failed",
+                    "detail": f"{self._journal_failed}: the pump was told to stop",
+                    "raised_wall_s": self.clock.wall(),
+                    "stops": True,
+                },
+            ]
+        self._view = view
 
     def snapshot(self) -> dict[str, Any]:
         """The channel's status as JSON-ready data (thread-safe: replaced whole each cycle)."""

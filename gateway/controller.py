@@ -22,6 +22,7 @@ Safety invariants carried here (docs/design.md, "The seven invariants"):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 from drivers.status import PumpStatus
 from gateway.course_inputs import (
     AckInput,
+    ClockStepInput,
     Input,
     OrderInput,
     ShutdownInput,
@@ -69,13 +71,21 @@ from gateway.effects import (
     WatchdogArmed,
 )
 from gateway.errors import InputError
-from gateway.planner import check_start_delay, plan_rate, shortfall_ml
+from gateway.planner import SECONDS_PER_HOUR, check_start_delay, plan_rate, shortfall_ml
 from gateway.rules import (
+    ESTIMATE_DIVERGENCE_FRACTION,
+    ESTIMATE_DIVERGENCE_ML,
     OVER_DELIVERY_TOLERANCE,
+    QUIET_MARGIN_FRACTION,
+    QUIET_MARGIN_MIN_S,
     RATE_FLOAT_SLACK_ML_PER_H,
     REPLAN_FRACTION,
     REPLAN_QUIET_S,
     SHORTFALL_ALARM_ML,
+    TOTALIZER_STALL_MIN_ML,
+    TOTALIZER_STALL_READINGS,
+    UPTIME_AGREEMENT_FRACTION,
+    UPTIME_AGREEMENT_S,
     VOLUME_EPSILON_ML,
     CourseRules,
     LateTiterPolicy,
@@ -128,6 +138,9 @@ def decide(
                 pass
     except TransitionError as exc:
         decider.internal_error(str(exc))
+    if decider.s.channel is ChannelState.ALARM and not decider.s.alarms_that_stop():
+        # Every alarm state says why: one without a stopping alarm is a bug (invariant 9).
+        decider.internal_error("in alarm with no stopping alarm to say why")
     return decider.result()
 
 
@@ -162,6 +175,10 @@ class _Decider:
         self.programmed = False
         #: The executor stopped a pump that reached the day's volume before its VTBI was set.
         self.volume_reached = False
+        #: A stop was performed in the last round (the next reading must not be infusing).
+        self.stop_done = False
+        #: A stop failed: no more traffic this round (the pump's watchdog must stop it).
+        self.quiet = False
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -199,12 +216,17 @@ class _Decider:
     def put_today(self, day: CourseDay) -> None:
         self.s = replace(self.s, days=(*self.s.days[:-1], day))
 
-    def raise_alarm(self, code: str, detail: str, *, stop: bool = True) -> None:
+    def raise_alarm(
+        self, code: str, detail: str, *, stop: bool = True, send_stop: bool = True
+    ) -> None:
+        """Raise ``code`` once.  A stopping alarm puts the channel in alarm and, unless
+        ``send_stop`` is False (a pump that will not stop is left to its watchdog), stops it."""
         if code not in {a.code for a in self.s.alarms}:
             self.s = replace(self.s, alarms=(*self.s.alarms, Alarm(code, detail, self.now, stop)))
             self.emit("alarm", code=code, detail=detail, stop=stop)
         if stop:
-            self.stop_pump(f"alarm {code}")
+            if send_stop:
+                self.stop_pump(f"alarm {code}")
             if self.s.channel is not ChannelState.LINK_LOST:
                 self.set_state(ChannelState.ALARM, code)
 
@@ -251,6 +273,14 @@ class _Decider:
                     self.set_state(ChannelState.STOPPED, f"stopped by {item.operator}")
             case VasopressorsWithdrawnInput():
                 self.take_vasopressors(item)
+            case ClockStepInput(step_s=step_s):
+                self.emit("clock_step", step_s=step_s)
+                self.raise_alarm(
+                    AlarmCode.CLOCK_STEP.value,
+                    f"the wall clock stepped {step_s:+.0f} s against the monotonic clock; day "
+                    "windows follow the wall clock: check the time source",
+                    stop=False,
+                )
             case ShutdownInput():
                 self.emit("shutdown", reason=item.reason, state=self.s.channel.value)
                 if self.s.channel is ChannelState.INFUSING:
@@ -259,6 +289,7 @@ class _Decider:
                         self.s,
                         state_before_loss=ChannelState.INFUSING,
                         lost_since_s=self.now,
+                        lost_since_uptime_s=self.s.link.last_uptime_s,
                     )
                     self.emit("shutdown_stopped_pump", resume="by the auto-resume rule or an ack")
 
@@ -286,7 +317,13 @@ class _Decider:
                     baseline=True,
                 ),
             )
-        self.s = replace(self.s, order=order, weight_kg=order.weight_kg, titers=titers)
+        self.s = replace(
+            self.s,
+            order=order,
+            weight_kg=order.weight_kg,
+            config_weight_kg=order.weight_kg,
+            titers=titers,
+        )
         self.emit(
             "order",
             arm=order.arm.value,
@@ -344,8 +381,11 @@ class _Decider:
             self.emit("weight_rejected", reason="no order yet")
             return
         self.s = replace(self.s, weight_kg=item.weight_kg)
+        if item.from_config:
+            self.s = replace(self.s, config_weight_kg=item.weight_kg)
         self.emit(
             "weight",
+            from_config=item.from_config,
             weight_kg=item.weight_kg,
             reason=item.reason,
             confirmed_note=item.confirmed_note,
@@ -354,7 +394,9 @@ class _Decider:
         if today is not None and today.prescription is not None and not today.closed:
             # The day keeps its titer: only the weight changes (rule 1).
             self.prescribe_today(self.s.titer(today.prescription.titer_seq), "weight corrected")
-        self.s = replace(self.s, commanded=None)  # re-plan against the new ceiling
+        # Re-plan against the new ceiling, keeping the command the pump holds: a rate above a
+        # lower ceiling is then recognised as ours and lowered, not alarmed (issue item 8).
+        self.s = replace(self.s, replan=True)
 
     def take_vasopressors(self, item: VasopressorsWithdrawnInput) -> None:
         if self.s.order is None or self.s.order.arm is Arm.FLAT:
@@ -388,6 +430,7 @@ class _Decider:
         self.s = replace(
             self.s,
             lost_since_s=self.s.link.last_good_poll_s or self.now,
+            lost_since_uptime_s=self.s.link.last_uptime_s,
             state_before_loss=self.s.channel,
             recovering=True,
             commanded=None,
@@ -397,10 +440,23 @@ class _Decider:
 
     def on_reading(self, obs: PumpReading) -> None:
         status = obs.status
+        if self.s.link.quiet_until_s is not None and self.now >= self.s.link.quiet_until_s:
+            self.put_link(quiet_until_s=None)
+            self.emit("quiet_over", pump_state=status.state.value)
         self.take_outcomes(obs.outcomes, connection=obs.connection)
         previous_poll_s = self.s.link.last_good_poll_s
-        self.put_link(last_good_poll_s=self.now)
-        self.account(status)
+        previous_uptime_s = self.s.link.last_uptime_s
+        self.put_link(last_good_poll_s=self.now, last_uptime_s=status.uptime_s)
+        self.account(status, previous_poll_s)
+        if self.stop_done and status.state is PumpState.INFUSING and not self.quiet:
+            self.emit("command_failed", command="stop", error="pump still infusing after it")
+            self.stop_failed("the pump acknowledged a stop and kept infusing")
+        self.put_link(
+            last_infusing=status.state is PumpState.INFUSING,
+            last_rate_ml_per_h=status.rate_ml_per_h,
+        )
+        if self.quiet:
+            return
         self.emit(
             "readback",
             state=status.state.value,
@@ -425,7 +481,7 @@ class _Decider:
                 self.emit("pump_infusing_after_course", rate_ml_per_h=status.rate_ml_per_h)
             return
         if self.s.recovering:
-            self.recover(status, previous_poll_s)
+            self.recover(status, previous_poll_s, previous_uptime_s)
             return
         if self.s.course_start_s is not None and not self.roll_days(status):
             return
@@ -440,24 +496,52 @@ class _Decider:
             return
         if not self.verify(status):
             return
-        if self.s.course_start_s is None:
-            self.start_course()
-            if self.s.course_start_s is None:
-                return  # refused (start window): alarmed
+        if self.s.course_start_s is None and not self.begin_course(status):
+            return
         self.drive(status)
+
+    def begin_course(self, status: PumpStatus) -> bool:
+        """Start the course unless the pump has history a person must see first (item 6)."""
+        if not self.s.pump_history_accepted and (
+            status.volume_infused_ml > VOLUME_EPSILON_ML or status.state is PumpState.INFUSING
+        ):
+            self.raise_alarm(
+                AlarmCode.PUMP_HAS_HISTORY.value,
+                f"before day 1 the pump shows {status.volume_infused_ml:g} mL infused and is "
+                f"{status.state.value}: check it is this patient's line and a fresh bag, then "
+                "acknowledge to start day 1",
+            )
+            return False
+        self.start_course()
+        return self.s.course_start_s is not None
 
     def take_outcomes(self, outcomes: Sequence[object], *, connection: str | None) -> None:
         for outcome in outcomes:
             match outcome:
                 case WatchdogArmed(effect=effect, held_s=held_s):
-                    self.put_link(armed_connection=connection, watchdog_held_s=held_s)
+                    # Held, and no longer than asked (a pump rounds up to whole seconds).
+                    confirmed = 0.0 < held_s <= math.ceil(effect.timeout_s) + 1e-9
+                    self.put_link(
+                        armed_connection=connection,
+                        watchdog_held_s=held_s if confirmed else None,
+                    )
                     self.emit(
                         "pump_connected",
                         connection=connection,
                         watchdog_requested_s=effect.timeout_s,
                         watchdog_s=held_s,
+                        watchdog_confirmed=confirmed,
                         max_rate_ml_per_h=self.s.link.pump_max_rate_ml_per_h,
                     )
+                    if not confirmed:
+                        self.raise_alarm(
+                            AlarmCode.WATCHDOG_UNCONFIRMED.value,
+                            f"the pump holds a communication watchdog of {held_s:g} s (asked "
+                            f"{effect.timeout_s:g} s): it would not stop itself if the gateway "
+                            "died; no start until it holds one",
+                        )
+                case Done(effect=StopPump()):
+                    self.stop_done = True
                 case RateProgrammed():
                     self.take_rate_readback(outcome)
                 case VolumeReached(totalizer_ml=totalizer_ml):
@@ -474,6 +558,21 @@ class _Decider:
                 case Failed(effect=effect, error=error):
                     self.take_failure(effect, error, connection)
 
+    def stop_failed(self, detail: str) -> None:
+        """A pump that will not stop: alarm, and go quiet so that its own watchdog stops it."""
+        held = self.s.link.watchdog_held_s or self.rules.pump_watchdog_s
+        quiet_s = held + max(QUIET_MARGIN_MIN_S, QUIET_MARGIN_FRACTION * held)
+        self.raise_alarm(
+            AlarmCode.STOP_FAILED.value,
+            f"{detail}; the gateway stops all traffic to the pump for {quiet_s:.0f} s so that "
+            "its own watchdog stops it, then tries again. Go to the pump and stop it by hand.",
+            send_stop=False,
+        )
+        self.put_link(quiet_until_s=self.now + quiet_s)
+        self.s = replace(self.s, commanded=None)
+        self.effects = [e for e in self.effects if isinstance(e, StopPump)]
+        self.quiet = True
+
     def pump_alarms_cleared(self) -> None:
         if self.s.ack_phase is AckPhase.CLEARING:
             self.s = replace(self.s, ack_phase=AckPhase.CLEARED)
@@ -481,7 +580,8 @@ class _Decider:
     def take_failure(self, effect: Effect, error: str, connection: str | None) -> None:
         match effect:
             case StopPump():
-                self.emit("stop_failed", error=error)
+                self.emit("command_failed", command="stop", error=error)
+                self.stop_failed(f"stop failed: {error}")
             case ClearTotals():
                 self.emit("clear_totals_failed", error=error)  # pending: a drop is this clear
             case ClearPumpAlarms():
@@ -544,12 +644,28 @@ class _Decider:
             max_commanded_rate_ml_per_h=max(
                 self.s.max_commanded_rate_ml_per_h, readback.sent_ml_per_h
             ),
+            replan=False,
         )
         self.programmed = True
 
     # -- accounting (invariant 4) -------------------------------------------------------------
 
-    def account(self, status: PumpStatus) -> None:
+    def integrated_ml(self, previous_poll_s: float | None) -> float:
+        """What the read-back rate says was given since the last reading (an upper estimate).
+
+        A pump left without traffic stops itself after its watchdog, so a long gap counts for
+        at most that long.
+        """
+        link = self.s.link
+        if previous_poll_s is None or not link.last_infusing:
+            return 0.0
+        gap_s = max(self.now - previous_poll_s, 0.0)
+        if link.watchdog_held_s:
+            gap_s = min(gap_s, link.watchdog_held_s)
+        return link.last_rate_ml_per_h * gap_s / SECONDS_PER_HOUR
+
+    def account(self, status: PumpStatus, previous_poll_s: float | None = None) -> None:
+        estimate_ml = self.integrated_ml(previous_poll_s)
         link = self.s.link
         last = link.last_totalizer_ml
         now_ml = status.volume_infused_ml
@@ -572,17 +688,65 @@ class _Decider:
                 )
                 return
             new_last, delta = last, 0.0  # display noise: keep the higher reading
+        # A totalizer that stands still while the pump says it infuses is frozen.
+        stalled = 0
+        since_ml = 0.0
+        if delta <= 0.0 and link.last_infusing and status.state is PumpState.INFUSING:
+            stalled = link.stalled_readings + 1
+            since_ml = link.estimated_since_advance_ml + estimate_ml
         self.put_link(
             last_totalizer_ml=new_last,
             last_volume_resolution_ml=step_ml,
             totals_clear_pending=pending,
+            stalled_readings=stalled,
+            estimated_since_advance_ml=since_ml,
         )
         today = self.s.today
-        if today is not None and not today.closed:
-            delivered = today.delivered_ml + max(delta, 0.0)
-            self.put_today(
-                replace(today, delivered_ml=delivered, delivered_max_ml=delivered + step_ml)
+        if today is None or today.closed:
+            return
+        delivered = today.delivered_ml + max(delta, 0.0)
+        estimated = today.estimated_ml + estimate_ml
+        today = replace(
+            today,
+            delivered_ml=delivered,
+            delivered_max_ml=delivered + step_ml,
+            estimated_ml=estimated,
+        )
+        self.put_today(today)
+        if today.totalizer_distrusted:
+            return
+        if stalled >= TOTALIZER_STALL_READINGS and since_ml > max(
+            2 * step_ml, TOTALIZER_STALL_MIN_ML
+        ):
+            self.distrust_totalizer(
+                f"the totalizer stood at {now_ml:g} mL for {stalled} readings while the pump "
+                f"reported infusing at {status.rate_ml_per_h:g} mL/h (about {since_ml:.2f} mL "
+                "expected)"
             )
+            return
+        bound_ml = (
+            ESTIMATE_DIVERGENCE_ML
+            + ESTIMATE_DIVERGENCE_FRACTION * max(delivered, estimated)
+            + step_ml
+        )
+        if abs(delivered - estimated) > bound_ml:
+            self.distrust_totalizer(
+                f"the totalizer counts {delivered:.2f} mL today, the read-back rate over time "
+                f"{estimated:.2f} mL (allowed difference {bound_ml:.2f} mL)"
+            )
+
+    def distrust_totalizer(self, detail: str) -> None:
+        """Two signals disagree: stop, alarm, and bound the day by the larger of the two."""
+        today = self.s.today
+        assert today is not None
+        self.put_today(replace(today, totalizer_distrusted=True))
+        self.raise_alarm(AlarmCode.TOTALIZER_IMPLAUSIBLE.value, detail)
+
+    def upper_bound_ml(self, day: CourseDay) -> float:
+        """What may have been given today: the totalizer plus a step, or the estimate if larger
+        once the totalizer was found implausible."""
+        upper = day.delivered_ml + self.s.link.last_volume_resolution_ml
+        return max(upper, day.estimated_ml) if day.totalizer_distrusted else upper
 
     # -- verification (invariant 3) -----------------------------------------------------------
 
@@ -611,6 +775,9 @@ class _Decider:
             self.s = replace(self.s, commanded=None)
             commanded = None
         stopping = {a for a in status.alarms if a in STOPPING_ALARMS}
+        if PumpAlarm.POWER_LOSS in stopping:
+            # A power cycle may have reset the pump's watchdog: confirm it again.
+            self.put_link(armed_connection=None, watchdog_held_s=None)
         if stopping:
             for alarm in sorted(stopping):
                 self.raise_alarm(f"pump_{alarm.value}", f"pump reports {alarm.value}")
@@ -745,7 +912,7 @@ class _Decider:
             )
         )
         self.emit("prescription", **_dose_payload(today.day, prescription, titer))
-        self.s = replace(self.s, commanded=None)
+        self.s = replace(self.s, replan=True)  # keep the held command: see verify()
 
     def open_day(self, number: int, nominal_start_s: float) -> None:
         day = CourseDay(day=number, nominal_start_s=nominal_start_s, window_start_s=nominal_start_s)
@@ -877,8 +1044,7 @@ class _Decider:
                 self.stop_pump("no titer for today yet")
             self.set_state(ChannelState.AWAITING_TITER, f"day {today.day} waits for its titer")
             return
-        upper_ml = today.delivered_ml + self.s.link.last_volume_resolution_ml
-        remaining = max(today.prescription.volume_ml - upper_ml, 0.0)
+        remaining = shortfall_ml(today.prescription.volume_ml, self.upper_bound_ml(today))
         vtbi_complete = PumpAlarm.VTBI_COMPLETE in status.alarms or self.volume_reached
         clear_advisories = bool(status.alarms) and not (status.alarms & STOPPING_ALARMS)
         if vtbi_complete and self.s.commanded is None:
@@ -919,16 +1085,26 @@ class _Decider:
             return
         commanded = self.s.commanded
         settled = window_left_s < REPLAN_QUIET_S
-        needs_command = commanded is None or (
-            not settled
-            and abs(plan.rate_ml_per_h - commanded.rate_ml_per_h)
-            > max(
-                2 * self.s.link.rate_resolution_ml_per_h,
-                REPLAN_FRACTION * commanded.rate_ml_per_h,
+        needs_command = (
+            commanded is None
+            or self.s.replan
+            or (
+                not settled
+                and abs(plan.rate_ml_per_h - commanded.rate_ml_per_h)
+                > max(
+                    2 * self.s.link.rate_resolution_ml_per_h,
+                    REPLAN_FRACTION * commanded.rate_ml_per_h,
+                )
             )
         )
         if status.state is not PumpState.INFUSING:
             if self.programmed and not needs_command:
+                if self.s.link.watchdog_held_s is None:
+                    self.raise_alarm(
+                        AlarmCode.WATCHDOG_UNCONFIRMED.value,
+                        "no confirmed communication watchdog on this connection: no start",
+                    )
+                    return
                 self.emit("command", command="start")
                 self.effects.append(StartPump())
                 self.set_state(
@@ -968,17 +1144,23 @@ class _Decider:
             self.emit("command_refused", rate_ml_per_h=rate_ml_per_h, reason=str(exc))
             self.raise_alarm(AlarmCode.SAFETY_REFUSED.value, str(exc))
             return
+        running = status.state is PumpState.INFUSING
+        basis = status.volume_infused_ml if running else None
+        vtbi_ml = remaining_ml
+        if running and status.vtbi_remaining_ml is not None:
+            # Never re-send a VTBI upward: the pump's own count may know better than ours.
+            vtbi_ml = min(vtbi_ml, status.vtbi_remaining_ml)
+            if vtbi_ml < VOLUME_EPSILON_ML:
+                return  # the pump finishes the day by itself
         self.emit(
             "command",
             command="set_rate",
             rate_ml_per_h=approved.rate_ml_per_h,
-            vtbi_ml=remaining_ml,
+            vtbi_ml=vtbi_ml,
             ceiling_ml_per_h=approved.ceiling_ml_per_h,
             projected_shortfall_ml=shortfall_ml,
         )
-        running = status.state is PumpState.INFUSING
-        basis = status.volume_infused_ml if running else None
-        self.effects.append(ProgramRate(approved, remaining_ml, basis_totalizer_ml=basis))
+        self.effects.append(ProgramRate(approved, vtbi_ml, basis_totalizer_ml=basis))
 
     def clear_pump_alarms(self) -> None:
         if not any(isinstance(e, ClearPumpAlarms) for e in self.effects):
@@ -1017,23 +1199,61 @@ class _Decider:
             return
         self.set_state(ChannelState.STARTING, "resumed after acknowledgement")
         if self.s.course_start_s is None:
-            self.start_course()
-            if self.s.course_start_s is None:
+            self.s = replace(self.s, pump_history_accepted=True)
+            if not self.begin_course(status):
                 return
         today = self.s.today
         if today is not None and today.prescription is None and not today.closed:
             self.try_open_waiting_day()
         self.drive(status)
 
-    def recover(self, status: PumpStatus, previous_poll_s: float | None) -> None:
+    def outage(
+        self, status: PumpStatus, lost_since_s: float, previous_uptime_s: float | None
+    ) -> tuple[float, str | None]:
+        """How long the link was lost, and why that length is not to be trusted (or None).
+
+        The wall clock says one thing, the pump's own uptime (where the protocol has it)
+        another: the longer counts, and a disagreement, a clock that went back or a pump that
+        restarted make the outage unknown, never zero.
+        """
+        wall_gap_s = self.now - lost_since_s
+        unknown = None
+        if wall_gap_s < 0.0:
+            unknown = f"the wall clock went back {-wall_gap_s:.0f} s during the outage"
+        gap_s = max(wall_gap_s, 0.0)
+        if status.uptime_s is not None and previous_uptime_s is not None:
+            pump_gap_s = status.uptime_s - previous_uptime_s
+            allowed_s = max(UPTIME_AGREEMENT_S, UPTIME_AGREEMENT_FRACTION * max(pump_gap_s, gap_s))
+            if pump_gap_s < 0.0:
+                unknown = "the pump restarted during the outage (its uptime went back)"
+            elif abs(pump_gap_s - gap_s) > allowed_s:
+                unknown = (
+                    f"the outage lasted {gap_s:.0f} s by the wall clock but {pump_gap_s:.0f} s "
+                    "by the pump's own uptime"
+                )
+            gap_s = max(gap_s, pump_gap_s)
+        return gap_s, unknown
+
+    def recover(
+        self,
+        status: PumpStatus,
+        previous_poll_s: float | None,
+        previous_uptime_s: float | None = None,
+    ) -> None:
         """First good reading after silence or a restart: reconcile, then resume or wait."""
         lost_since = self.s.lost_since_s or previous_poll_s or self.now
-        gap_s = max(self.now - lost_since, 0.0)
+        uptime_then = (
+            self.s.lost_since_uptime_s
+            if self.s.lost_since_uptime_s is not None
+            else previous_uptime_s
+        )
+        gap_s, unknown = self.outage(status, lost_since, uptime_then)
         before = self.s.state_before_loss or self.s.channel
         today = self.s.today
         self.emit(
             "reconciled",
             gap_s=gap_s,
+            outage_unknown=unknown,
             pump_state=status.state.value,
             totalizer_ml=status.volume_infused_ml,
             delivered_ml=today.delivered_ml if today else 0.0,
@@ -1047,6 +1267,7 @@ class _Decider:
             recovering=False,
             restarted=False,
             lost_since_s=None,
+            lost_since_uptime_s=None,
             state_before_loss=None,
         )
         if self.s.channel is not before:
@@ -1056,10 +1277,12 @@ class _Decider:
             self.clear_alarms(
                 "link restored before the course started", {AlarmCode.PUMP_SILENT.value}
             )
-            if self.s.channel is ChannelState.STARTING and self.verify(status):
-                self.start_course()
-                if self.s.course_start_s is not None:
-                    self.drive(status)
+            if (
+                self.s.channel is ChannelState.STARTING
+                and self.verify(status)
+                and self.begin_course(status)
+            ):
+                self.drive(status)
             return
         others = {a for a in status.alarms if a in STOPPING_ALARMS} - AUTO_RESUMABLE_PUMP_ALARMS
         was_running = before in (ChannelState.INFUSING, ChannelState.STARTING)
@@ -1077,9 +1300,10 @@ class _Decider:
         rules = self.rules
         used = today.auto_resumes if today else 0
         if (
-            rules.auto_resume_enabled
+            unknown is None
+            and rules.auto_resume_enabled
             and gap_s <= rules.auto_resume_max_gap_s
-            and (used < rules.auto_resume_max_per_day)
+            and used < rules.auto_resume_max_per_day
         ):
             if today is not None:
                 self.put_today(replace(today, auto_resumes=used + 1))
@@ -1103,5 +1327,7 @@ class _Decider:
             return
         self.raise_alarm(
             AlarmCode.OUTAGE_NEEDS_ACK.value,
-            f"silent {gap_s:.0f} s; resume needs an operator acknowledgement",
+            f"silent {gap_s:.0f} s"
+            + (f" ({unknown})" if unknown else "")
+            + "; resume needs an operator acknowledgement",
         )

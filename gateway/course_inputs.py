@@ -37,6 +37,8 @@ class WeightInput:
     weight_kg: float
     reason: str = ""
     confirmed_note: str | None = None
+    #: Adopted from a changed config at a restart (run --adopt-config-order).
+    from_config: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,13 @@ class VasopressorsWithdrawnInput:
 
 
 @dataclass(frozen=True)
+class ClockStepInput:
+    """The executor saw the wall clock move ``step_s`` away from the monotonic clock."""
+
+    step_s: float
+
+
+@dataclass(frozen=True)
 class ShutdownInput:
     """The gateway is stopping (SIGTERM): stop a running pump, remember it was running."""
 
@@ -70,5 +79,6 @@ Input = (
     | AckInput
     | StopInput
     | VasopressorsWithdrawnInput
+    | ClockStepInput
     | ShutdownInput
 )

@@ -109,6 +109,17 @@ class AlarmCode(StrEnum):
     OUTAGE_NEEDS_ACK = "outage_needs_ack"
     #: A state transition outside the table: a bug in the gateway.  The pump is stopped.
     INTERNAL_ERROR = "internal_error"
+    #: The totalizer and the read-back rate integrated over time disagree (frozen, jumped).
+    TOTALIZER_IMPLAUSIBLE = "totalizer_implausible"
+    #: The pump does not hold a communication watchdog no longer than requested: no start.
+    WATCHDOG_UNCONFIRMED = "watchdog_unconfirmed"
+    #: A stop failed or the pump kept infusing after it: the gateway goes quiet so the pump's
+    #: own watchdog stops it, and keeps trying.  Critical.
+    STOP_FAILED = "stop_failed"
+    #: A new course on a pump whose totalizer is not zero or that is infusing: a person checks.
+    PUMP_HAS_HISTORY = "pump_has_history"
+    #: Advisory: the wall clock stepped; day windows are on the wall clock.
+    CLOCK_STEP = "clock_step"
 
 
 class AckPhase(StrEnum):
@@ -186,6 +197,11 @@ class CourseDay:
     delivered_ml: float = 0.0
     #: Volume that may have been delivered: ``delivered_ml`` plus the totalizer's step (mL).
     delivered_max_ml: float = 0.0
+    #: Delivered according to the read-back rate integrated over time while the pump
+    #: reported infusing (an independent estimate, mL).
+    estimated_ml: float = 0.0
+    #: The totalizer was found implausible: the day is bounded by the larger of the two.
+    totalizer_distrusted: bool = False
     #: Delivered when the current prescription was set (a correction may set it lower).
     delivered_at_prescription_ml: float = 0.0
     closed: bool = False
@@ -230,6 +246,17 @@ class LinkState:
     last_good_poll_s: float | None = None
     #: A clear of the totals was decided; a reading below the last one is that clear.
     totals_clear_pending: bool = False
+    #: The last reading's pump state and rate, for integrating delivery independently.
+    last_infusing: bool = False
+    last_rate_ml_per_h: float = 0.0
+    #: Volume the read-back rate says was given since the totalizer last moved (mL), and for
+    #: how many readings it has not moved while the pump reported infusing.
+    estimated_since_advance_ml: float = 0.0
+    stalled_readings: int = 0
+    #: The pump's own uptime at the last reading, where the protocol has it (s).
+    last_uptime_s: float | None = None
+    #: After a failed stop: no traffic to the pump until then, so its own watchdog stops it.
+    quiet_until_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -241,20 +268,30 @@ class CourseState:
     order: Order | None = None
     #: The current weight (an order's weight, or a later correction), kg.
     weight_kg: float | None = None
+    #: The weight the configuration last said (the order's, or one adopted at a restart): a
+    #: config that says another at restart has changed (kg).
+    config_weight_kg: float | None = None
     titers: tuple[TiterRecord, ...] = ()
     days: tuple[CourseDay, ...] = ()
     course_start_s: float | None = None
     alarms: tuple[Alarm, ...] = ()
     vasopressors_withdrawn_at_s: float | None = None
     commanded: Commanded | None = None
+    #: Re-plan at the next drive although the pump holds a confirmed command (a new weight:
+    #: the pump's rate may now be above the lower ceiling, and is lowered first).
+    replan: bool = False
     max_commanded_rate_ml_per_h: float = 0.0
     link: LinkState = field(default_factory=LinkState)
     lost_since_s: float | None = None
+    #: The pump's uptime at the last good reading before the link was lost (s).
+    lost_since_uptime_s: float | None = None
     state_before_loss: ChannelState | None = None
     #: The first good reading after silence or a restart reconciles before anything else.
     recovering: bool = False
     restarted: bool = False
     resume_requested: bool = False
+    #: A person accepted that the pump had history before this course (pump_has_history).
+    pump_history_accepted: bool = False
     #: Where an acknowledgement is: the pump's alarms being cleared, then cleared (the next
     #: reading in a stopped state decides the resume).
     ack_phase: AckPhase | None = None

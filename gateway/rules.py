@@ -27,6 +27,26 @@ SHORTFALL_ALARM_ML: Final[float] = 0.5
 #: The most decide/act rounds in one control cycle; more is a bug (the pump is stopped).
 MAX_ROUNDS_PER_CYCLE: Final[int] = 8
 
+# -- never trust one signal (docs/design.md, "Never trust one signal") ---------------------------
+#: A totalizer that has not moved for this many readings while the pump reported infusing ...
+TOTALIZER_STALL_READINGS: Final[int] = 3
+#: ... and while the read-back rate says more than two display steps, and at least this much
+#: (mL), should have been given, is frozen: ``totalizer_implausible``.
+TOTALIZER_STALL_MIN_ML: Final[float] = 0.05
+#: The day's totalizer count and the read-back rate integrated over time may differ by this
+#: much (mL) plus :data:`ESTIMATE_DIVERGENCE_FRACTION` of the larger, plus one display step.
+#: The estimate is off by up to one poll of infusion at each start, stop and rate change.
+ESTIMATE_DIVERGENCE_ML: Final[float] = 1.0
+ESTIMATE_DIVERGENCE_FRACTION: Final[float] = 0.05
+#: After a failed stop the gateway keeps quiet for the pump's watchdog plus this fraction of
+#: it (at least :data:`QUIET_MARGIN_MIN_S`), so the pump's own watchdog stops it.
+QUIET_MARGIN_FRACTION: Final[float] = 0.2
+QUIET_MARGIN_MIN_S: Final[float] = 2.0
+#: The pump's uptime and the wall clock may disagree about an outage by this much (s, and
+#: this fraction of it) before the outage counts as unknown (needs an acknowledgement).
+UPTIME_AGREEMENT_S: Final[float] = 5.0
+UPTIME_AGREEMENT_FRACTION: Final[float] = 0.1
+
 
 class LateTiterPolicy(StrEnum):
     """What a titer-arm day does when no fresh titer is there when its window opens."""

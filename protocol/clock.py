@@ -105,6 +105,14 @@ class ManualClock:
         with self._lock:
             return self._now + self._wall_offset
 
+    def step_wall(self, seconds: float) -> None:
+        """Step the wall clock alone by ``seconds`` (either way), as a time-source correction
+        would; the monotonic clock does not move."""
+        if seconds != seconds or seconds in (float("inf"), float("-inf")):
+            raise ValueError(f"seconds must be finite, got {seconds!r}")
+        with self._lock:
+            self._wall_offset += seconds
+
     def advance(self, seconds: float) -> float:
         """Move time forward by ``seconds`` (>= 0); returns the new monotonic time."""
         if not (seconds >= 0.0) or seconds == float("inf"):

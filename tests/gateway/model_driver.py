@@ -40,6 +40,12 @@ class ModelDriver(PumpDriver):
         self.model = model
         self.silent = False  # the link is cut: every request times out
         self.lie_rate_ml_per_h: float | None = None  # the pump reports this rate instead
+        # Lying-pump knobs (never trust one signal): each lies about one thing only.
+        self.frozen_volume_ml: float | None = None  # the totalizer reports this, unmoving
+        self.volume_offset_ml = 0.0  # the totalizer reports this much more than the truth
+        self.stop_ignored = False  # STOP is acknowledged; the pump keeps infusing
+        self.watchdog_reported_s: float | None = None  # what the pump says it holds
+        self.uptime_frozen_s: float | None = None  # the pump's uptime stands still here
         self.sent: list[float] = []
 
     def _check_link(self) -> None:
@@ -74,10 +80,12 @@ class ModelDriver(PumpDriver):
             if self.lie_rate_ml_per_h is None
             else self.lie_rate_ml_per_h
         )
+        volume_ml = displayed_volume_ml(snap.volume_infused_ml) + self.volume_offset_ml
         return PumpStatus(
             state=snap.state,
             rate_ml_per_h=rate,
-            volume_infused_ml=displayed_volume_ml(snap.volume_infused_ml),
+            volume_infused_ml=volume_ml if self.frozen_volume_ml is None else self.frozen_volume_ml,
+            uptime_s=snap.monotonic_s if self.uptime_frozen_s is None else self.uptime_frozen_s,
             volume_resolution_ml=VOLUME_RESOLUTION_ML,
             vtbi_remaining_ml=snap.vtbi_remaining_ml if snap.vtbi_ml else None,
             alarms=snap.alarms,
@@ -120,7 +128,8 @@ class ModelDriver(PumpDriver):
 
     def _stop(self) -> None:
         self._check_link()
-        self.model.stop()
+        if not self.stop_ignored:
+            self.model.stop()
 
     def _clear_alarms(self) -> None:
         self._check_link()
@@ -132,5 +141,9 @@ class ModelDriver(PumpDriver):
 
     def _arm_watchdog(self, timeout_s: float) -> float:
         self._check_link()
+        if self.watchdog_reported_s is not None:
+            # A pump that does not hold what it is asked: it runs on without a watchdog.
+            self.model.set_watchdog(0.0)
+            return self.watchdog_reported_s
         self.model.set_watchdog(timeout_s)
         return timeout_s

@@ -448,6 +448,9 @@ def test_rule_6_the_vtbi_counts_the_totalizer_step_against_the_day() -> None:
     state = started()
     # 200 mL shown by a display whose last digit is 0.1 mL: up to 200.1 may have been given.
     state = replace(state, link=replace(state.link, last_totalizer_ml=0.0))
+    # ... and the read-back rate over time agrees (the totalizer is plausible).
+    (day1,) = state.days
+    state = replace(state, days=(replace(day1, estimated_ml=200.0),))
     reading = PumpReading(status(volume=200.0, step=0.1), None, "c1")
     decision = decide(state, reading, [], T0 + 12 * H, RULES)
     (program,) = decision.effects
