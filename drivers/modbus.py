@@ -453,6 +453,7 @@ class ModbusDriver(PumpDriver):
                 None if identification is None else float(identification.max_rate_ml_per_h)
             ),
             identity=self._identity,
+            uptime_s=float(Reg.UPTIME.scale * block.uptime_s),
         )
 
     def _beat(self) -> None:
@@ -496,7 +497,8 @@ class ModbusDriver(PumpDriver):
         self._command(CommandCode.CLEAR_TOTALS)
 
     def _arm_watchdog(self, timeout_s: float) -> float:
-        """Write WATCHDOG_TIMEOUT, ``timeout_s`` rounded up to whole seconds; return it (s).
+        """Write WATCHDOG_TIMEOUT, ``timeout_s`` rounded up to whole seconds, then return what the
+        pump holds: WATCHDOG_TIMEOUT_ECHO (s), read back (0 when it did not take it).
 
         A timeout above the map's :data:`~protocol.modbus.WATCHDOG_TIMEOUT_MAX_S` is refused
         (ModbusRefusedError) without sending anything.
@@ -510,7 +512,8 @@ class ModbusDriver(PumpDriver):
                 exception_code=None,
             )
         self._write_single(Reg.WATCHDOG_TIMEOUT, seconds, "arm watchdog")
-        return float(seconds)
+        (held,) = self._read(Reg.WATCHDOG_TIMEOUT_ECHO, 1, "read watchdog")
+        return float(Reg.WATCHDOG_TIMEOUT_ECHO.scale * held)
 
 
 def _close(client: _Client) -> None:

@@ -29,7 +29,41 @@ fault                                                        actions            
 ``hang`` (the line goes dead both ways)                      inject, clear          none
 ``garbage`` / ``corrupt`` (probability per reply)            inject (value), clear  0..1
 ``slow`` (reply delay, simulated seconds)                    inject (value), clear  0..3600
+``frozen_totalizer`` (reported volume stops advancing)       inject, clear          none
+``totalizer_jump`` (reported volume off by value, mL)        inject (value), clear  -1e5..1e5
+``watchdog_not_held`` (watchdog acknowledged, never held)    inject, clear          none
+``stop_refused`` (STOP acknowledged, the pump keeps going)   inject, clear          none
+``rate_echo_wrong`` (reported rate off by value, mL/h)       inject (value), clear  -1e4..1e4
+``uptime_frozen`` (reported uptime stops advancing)          inject, clear          none
 ===========================================================  =====================  =======
+
+**Lying-pump faults** (:data:`LYING_FAULTS`, the last six rows) change what the pump *reports* or
+*obeys*, never the model's truth: :meth:`~simulator.model.PumpModel.snapshot` keeps the truth in
+its plain fields and what the pump reports in its ``reported_*`` fields, which both wire protocols
+serve.  Inject or clear them from a script, or with
+:meth:`~simulator.model.PumpModel.inject_fault` / :meth:`~simulator.model.PumpModel.clear_fault`:
+
+* ``frozen_totalizer``: the reported volume infused (NE-1000 ``DIS``, Modbus VOLUME_INFUSED) stays
+  at the true value of the moment it was injected; the truth (``volume_infused_ml``, lifetime,
+  reservoir, VTBI remaining) keeps counting.  A clear-totals command zeroes the frozen reading (it
+  still does not advance).  Injecting it again while frozen changes nothing; clearing it reports
+  the truth again.
+* ``totalizer_jump``: the reported volume infused is the truth (or the frozen reading) plus
+  ``value`` mL, never below 0, from now on; a new inject replaces the offset, clear removes it.
+* ``watchdog_not_held``: the pump acknowledges every watchdog request but holds none: the
+  reported timeout (NE-1000 ``SAF`` query, Modbus WATCHDOG_TIMEOUT and WATCHDOG_TIMEOUT_ECHO) is 0
+  and the watchdog never expires.  An NE-1000 still switches to safe framing on ``SAF<n>``, n > 0
+  (it answered normally).  Clear: the pump holds the last timeout requested again, timing from
+  the clear.
+* ``stop_refused``: stop and pause commands are acknowledged but the pump keeps infusing (NE-1000
+  ``STP`` is answered with the prompt an obeying pump would give, ``P`` then ``S``; Modbus: the
+  STOP write is acknowledged and counted).  Alarms (occlusion, VTBI, watchdog, power loss) still
+  stop it.
+* ``rate_echo_wrong``: the reported rate setpoint (NE-1000 ``RAT`` query, Modbus RATE_SETPOINT and
+  RATE_SETPOINT_ECHO) is ``value`` mL/h away from the rate the pump runs (never below 0); the
+  measured rate (Modbus MEASURED_RATE) stays true.
+* ``uptime_frozen``: the reported uptime (Modbus UPTIME; the NE-1000 has none) stays at its value
+  of the moment it was injected; clear reports the true uptime again.
 
 **Line faults** (:class:`LineFaults`, at ``PumpModel.line``) are consulted by the wire transports:
 they do not change the pump, only how its replies travel.
@@ -59,6 +93,12 @@ MAX_REPLY_DELAY_S: float = 3600.0
 #: Most garbage bytes :meth:`LineFaults.mangle` prepends to one reply.
 MAX_GARBAGE_BYTES: int = 8
 
+#: Largest ``totalizer_jump`` offset either way, mL.
+MAX_TOTALIZER_JUMP_ML: float = 100_000.0
+
+#: Largest ``rate_echo_wrong`` offset either way, mL/h.
+MAX_RATE_ECHO_OFFSET_ML_PER_H: float = 10_000.0
+
 
 class FaultKind(StrEnum):
     """What a fault-script entry does.  See the module docstring for actions and values."""
@@ -74,6 +114,25 @@ class FaultKind(StrEnum):
     GARBAGE = "garbage"
     CORRUPT = "corrupt"
     SLOW = "slow"
+    FROZEN_TOTALIZER = "frozen_totalizer"
+    TOTALIZER_JUMP = "totalizer_jump"
+    WATCHDOG_NOT_HELD = "watchdog_not_held"
+    STOP_REFUSED = "stop_refused"
+    RATE_ECHO_WRONG = "rate_echo_wrong"
+    UPTIME_FROZEN = "uptime_frozen"
+
+
+#: The lying-pump faults: what the pump reports or obeys differs from what it does.
+LYING_FAULTS: frozenset[FaultKind] = frozenset(
+    {
+        FaultKind.FROZEN_TOTALIZER,
+        FaultKind.TOTALIZER_JUMP,
+        FaultKind.WATCHDOG_NOT_HELD,
+        FaultKind.STOP_REFUSED,
+        FaultKind.RATE_ECHO_WRONG,
+        FaultKind.UPTIME_FROZEN,
+    }
+)
 
 
 class FaultAction(StrEnum):
@@ -91,6 +150,8 @@ _VALUE_RANGE: dict[FaultKind, tuple[float, float]] = {
     FaultKind.GARBAGE: (0.0, 1.0),
     FaultKind.CORRUPT: (0.0, 1.0),
     FaultKind.SLOW: (0.0, MAX_REPLY_DELAY_S),
+    FaultKind.TOTALIZER_JUMP: (-MAX_TOTALIZER_JUMP_ML, MAX_TOTALIZER_JUMP_ML),
+    FaultKind.RATE_ECHO_WRONG: (-MAX_RATE_ECHO_OFFSET_ML_PER_H, MAX_RATE_ECHO_OFFSET_ML_PER_H),
 }
 
 
@@ -106,7 +167,8 @@ class FaultEntry(BaseModel):
     value: float | None = Field(
         default=None, allow_inf_nan=False, strict=True, validate_default=True
     )
-    """Probability (``garbage``, ``corrupt``) or delay in seconds (``slow``); only on inject."""
+    """Probability (``garbage``, ``corrupt``), delay in seconds (``slow``), offset in mL
+    (``totalizer_jump``) or mL/h (``rate_echo_wrong``); only on inject."""
     note: str = Field(default="", strict=True)
     """Free text for the reader of the script; ignored by the model."""
 

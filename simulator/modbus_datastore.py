@@ -14,6 +14,10 @@ Modbus TCP or RTU.
   the model itself would deliver the same volume again (map section 6).
 * **Watchdog**: a write of WATCHDOG_TIMEOUT sets (and restarts) the model's watchdog; a write of
   HEARTBEAT with a value other than the one it holds feeds it.  Nothing else feeds it.
+* **What the pump reports** comes from the snapshot's ``reported_*`` fields (rate setpoint,
+  volume infused, uptime) and the watchdog timeout in force, so the model's lying-pump faults
+  (``rate_echo_wrong``, ``frozen_totalizer``, ``totalizer_jump``, ``uptime_frozen``,
+  ``watchdog_not_held``) show on the wire; ``stop_refused`` acknowledges (and counts) STOP.
 
 Refusals are raised as :class:`protocol.modbus.RequestRefusedError` subclasses, whose
 ``exception_code`` is the Modbus exception the transport answers with.
@@ -154,7 +158,7 @@ class PumpRegisters:
             return encode_status(self._status(snapshot))
         writer = BlockWriter(_SPANS[block])
         if block is BlockId.SETPOINTS:
-            writer.scaled(Reg.RATE_SETPOINT, snapshot.rate_setpoint_ml_per_h)
+            writer.scaled(Reg.RATE_SETPOINT, snapshot.reported_rate_setpoint_ml_per_h)
             writer.scaled(Reg.VTBI, snapshot.vtbi_ml)
         elif block is BlockId.WATCHDOG:
             writer.u16(Reg.WATCHDOG_TIMEOUT, _whole_seconds(snapshot.watchdog_timeout_s))
@@ -164,15 +168,15 @@ class PumpRegisters:
         return writer.words()
 
     def _status(self, snapshot: PumpSnapshot) -> StatusBlock:
-        uptime_s = int(snapshot.monotonic_s - self._model.started_monotonic_s) & U32_MAX
+        uptime_s = int(snapshot.reported_uptime_s) & U32_MAX
         return StatusBlock(
             state=snapshot.state,
             alarms=snapshot.alarms,
-            rate_setpoint_ml_per_h=as_decimal(snapshot.rate_setpoint_ml_per_h),
+            rate_setpoint_ml_per_h=as_decimal(snapshot.reported_rate_setpoint_ml_per_h),
             measured_rate_ml_per_h=as_decimal(snapshot.measured_rate_ml_per_h),
             vtbi_ml=as_decimal(snapshot.vtbi_ml),
             vtbi_remaining_ml=as_decimal(snapshot.vtbi_remaining_ml),
-            volume_infused_ml=as_decimal(snapshot.volume_infused_ml),
+            volume_infused_ml=as_decimal(snapshot.reported_volume_infused_ml),
             watchdog_timeout_s=_whole_seconds(snapshot.watchdog_timeout_s),
             uptime_s=uptime_s,
             heartbeat_echo=self._heartbeat,

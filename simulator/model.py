@@ -20,6 +20,13 @@ alarm (:data:`protocol.pump_state.STOPPING_ALARMS`) is latched the pump is stopp
 :attr:`PumpState.ALARM`; once they are cleared it reports STOPPED.  Nothing ever restarts the pump
 except :meth:`PumpModel.start`.
 
+**Lying-pump faults** (:data:`simulator.faults.LYING_FAULTS`: ``frozen_totalizer``,
+``totalizer_jump``, ``watchdog_not_held``, ``stop_refused``, ``rate_echo_wrong``,
+``uptime_frozen``) never change the truth.  :class:`PumpSnapshot` keeps the truth in its plain
+fields and what the pump *reports* in its ``reported_*`` fields; the transports serve only the
+reported ones.  Inject and clear them with :meth:`PumpModel.inject_fault` /
+:meth:`PumpModel.clear_fault` (which take every :class:`FaultKind`) or from a fault script.
+
 **Thread safety.**  One re-entrant lock guards the model and its :class:`LineFaults`; transports
 may call any method from any thread.
 """
@@ -35,6 +42,8 @@ from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
+from pydantic import ValidationError
+
 from protocol.clock import Clock
 from protocol.pump_state import STOPPING_ALARMS, PumpAlarm, PumpState
 from simulator.errors import (
@@ -44,13 +53,22 @@ from simulator.errors import (
     OutOfRangeError,
     RateRefusedError,
 )
-from simulator.faults import FaultAction, FaultEntry, FaultKind, FaultScript, LineFaults
+from simulator.faults import (
+    LYING_FAULTS,
+    FaultAction,
+    FaultEntry,
+    FaultKind,
+    FaultScript,
+    LineFaults,
+)
 
 __all__ = [
     "CONDITION_ALARMS",
     "EVENT_LOG_LENGTH",
     "INJECTABLE_ALARMS",
+    "LYING_FAULTS",
     "EventKind",
+    "FaultKind",
     "LineFaults",
     "ModelEvent",
     "PumpModel",
@@ -94,7 +112,11 @@ _PRIORITY_SCRIPT = 2
 
 @dataclass(frozen=True)
 class PumpSnapshot:
-    """Everything a transport reports about the pump, at one instant (``monotonic_s``)."""
+    """The pump at one instant (``monotonic_s``): the truth, and what it reports (``reported_*``).
+
+    Transports serve the ``reported_*`` fields; they differ from the truth only while a lying-pump
+    fault (:data:`~simulator.faults.LYING_FAULTS`) is in force.
+    """
 
     state: PumpState
     rate_setpoint_ml_per_h: float
@@ -114,9 +136,22 @@ class PumpSnapshot:
     max_rate_ml_per_h: float
     """The pump's own maximum rate; higher setpoints are refused."""
     watchdog_timeout_s: float
-    """Communication watchdog timeout; 0 = off."""
+    """Communication watchdog timeout in force (and reported); 0 = off (always 0 while
+    ``watchdog_not_held``)."""
     monotonic_s: float
     """Clock time of this snapshot, simulated seconds."""
+    watchdog_requested_s: float
+    """The timeout last requested with :meth:`PumpModel.set_watchdog` (0 = off); equals
+    ``watchdog_timeout_s`` unless ``watchdog_not_held`` (an NE-1000 frames by it)."""
+    uptime_s: float
+    """Simulated seconds since the model was created (power loss does not reset it)."""
+    reported_rate_setpoint_ml_per_h: float
+    """The rate setpoint the pump reports: the setpoint, offset by ``rate_echo_wrong``."""
+    reported_volume_infused_ml: float
+    """The totalizer the pump reports: ``volume_infused_ml`` unless ``frozen_totalizer`` /
+    ``totalizer_jump``."""
+    reported_uptime_s: float
+    """The uptime the pump reports: ``uptime_s`` unless ``uptime_frozen``."""
 
 
 class EventKind(StrEnum):
@@ -126,6 +161,7 @@ class EventKind(StrEnum):
     ALARM_CLEARED = "alarm_cleared"  # a latched alarm was cleared
     STATE = "state"  # the reported PumpState changed
     SCRIPT = "script"  # a fault-script entry was applied
+    FAULT = "fault"  # a fault was injected or cleared with inject_fault / clear_fault
 
 
 @dataclass(frozen=True)
@@ -202,6 +238,11 @@ class PumpModel:
         self._latched: set[PumpAlarm] = set()
         self._conditions: set[PumpAlarm] = set()  # injected; RESERVOIR_EMPTY is derived instead
 
+        # Lying-pump faults in force, with their values; and the readings they froze.
+        self._lies: dict[FaultKind, float | None] = {}
+        self._frozen_volume = 0.0
+        self._frozen_uptime = 0.0
+
         # Scheduled script entries: (time, insertion order, index in its script, entry).
         self._pending: list[tuple[float, int, int, FaultEntry]] = []
         self._insertion = itertools.count()
@@ -264,11 +305,13 @@ class PumpModel:
             self._advance()
             delivered = self._delivered(self._t)
             infusing = self._running is PumpState.INFUSING
+            volume = self._volume + delivered
+            uptime = self._t - self._started
             return PumpSnapshot(
                 state=self._state(),
                 rate_setpoint_ml_per_h=self._rate,
                 measured_rate_ml_per_h=self._rate if infusing else 0.0,
-                volume_infused_ml=self._volume + delivered,
+                volume_infused_ml=volume,
                 lifetime_volume_infused_ml=self._lifetime + delivered,
                 vtbi_ml=self._vtbi,
                 vtbi_remaining_ml=(
@@ -277,8 +320,15 @@ class PumpModel:
                 reservoir_remaining_ml=max(0.0, self._reservoir - delivered),
                 alarms=frozenset(self._latched),
                 max_rate_ml_per_h=self._max_rate,
-                watchdog_timeout_s=self._watchdog_timeout,
+                watchdog_timeout_s=self._watchdog_in_force(),
                 monotonic_s=self._t,
+                watchdog_requested_s=self._watchdog_timeout,
+                uptime_s=uptime,
+                reported_rate_setpoint_ml_per_h=self._reported_rate(),
+                reported_volume_infused_ml=self._reported_volume(volume),
+                reported_uptime_s=(
+                    self._frozen_uptime if FaultKind.UPTIME_FROZEN in self._lies else uptime
+                ),
             )
 
     def events(self, since_seq: int = 0) -> tuple[ModelEvent, ...]:
@@ -357,10 +407,13 @@ class PumpModel:
             self._note_state()
 
     def pause(self) -> None:
-        """Infusing -> paused.  Already paused: nothing.  Stopped or alarmed: NotApplicableError."""
+        """Infusing -> paused.  Already paused: nothing.  Stopped or alarmed: NotApplicableError.
+
+        While ``stop_refused`` is in force an infusing pump accepts it and keeps infusing.
+        """
         with self._lock:
             self._advance()
-            if self._running is PumpState.PAUSED:
+            if self._running is PumpState.PAUSED or self._refuses_stop():
                 return
             if self._running is not PumpState.INFUSING:
                 raise NotApplicableError(f"pause not applicable: pump is {self._state().value}")
@@ -369,9 +422,14 @@ class PumpModel:
             self._note_state()
 
     def stop(self) -> None:
-        """Stop (from infusing or paused).  An alarmed pump stays alarmed."""
+        """Stop (from infusing or paused).  An alarmed pump stays alarmed.
+
+        While ``stop_refused`` is in force an infusing pump accepts it and keeps infusing.
+        """
         with self._lock:
             self._advance()
+            if self._refuses_stop():
+                return
             self._commit()
             self._running = PumpState.STOPPED
             self._note_state()
@@ -390,17 +448,20 @@ class PumpModel:
             self._note_state()
 
     def clear_totals(self) -> None:
-        """Zero the clearable totalizer ``volume_infused_ml`` (nothing else)."""
+        """Zero the clearable totalizer ``volume_infused_ml`` (nothing else; a frozen reading of
+        ``frozen_totalizer`` becomes 0 and stays frozen)."""
         with self._lock:
             self._advance()
             self._commit()
             self._volume = 0.0
+            self._frozen_volume = 0.0
 
     def set_watchdog(self, timeout_s: float) -> None:
         """Set the communication watchdog timeout, seconds (0 = off).
 
         The setting survives power loss.  The command itself counts as a valid packet: the timer
-        (re)starts now.  Negative, NaN or infinite: :class:`OutOfRangeError`.
+        (re)starts now.  Negative, NaN or infinite: :class:`OutOfRangeError`.  While
+        ``watchdog_not_held`` is in force it is accepted and remembered but not held.
         """
         with self._lock:
             self._advance()
@@ -466,6 +527,35 @@ class PumpModel:
         with self._lock:
             self._advance()
             self._power_loss()
+
+    def inject_fault(self, fault: FaultKind | str, value: float | None = None) -> None:
+        """Inject any :class:`FaultKind` now, as a script entry would (same ``value`` rules).
+
+        The lying-pump faults (:data:`~simulator.faults.LYING_FAULTS`) are injected only this way
+        or by a script.  A bad kind or value: :class:`InvalidFaultError` naming what is allowed.
+        """
+        entry = _direct_entry(fault, FaultAction.INJECT, value)
+        with self._lock:
+            self._advance()
+            self._log(EventKind.FAULT, _describe(entry))
+            self._apply_fault(entry)
+            self._note_state()
+
+    def clear_fault(self, fault: FaultKind | str) -> None:
+        """Clear a fault now, as a script ``clear`` entry would (:class:`InvalidFaultError` for
+        an inject-only kind).  Clearing a fault that is not in force changes nothing."""
+        entry = _direct_entry(fault, FaultAction.CLEAR, None)
+        with self._lock:
+            self._advance()
+            self._log(EventKind.FAULT, _describe(entry))
+            self._apply_fault(entry)
+            self._note_state()
+
+    def active_faults(self) -> dict[FaultKind, float | None]:
+        """The lying-pump faults in force now, with their values (None: the kind takes none)."""
+        with self._lock:
+            self._advance()
+            return dict(self._lies)
 
     def schedule(self, script: FaultScript) -> None:
         """Apply each entry of ``script`` at ``started_monotonic_s + at_s``, during :meth:`advance`.
@@ -566,10 +656,27 @@ class PumpModel:
         time = self._segment_start + volume * _SECONDS_PER_HOUR / self._rate
         return time, volume, vtbi_volume <= self._reservoir
 
+    def _watchdog_in_force(self) -> float:
+        return 0.0 if FaultKind.WATCHDOG_NOT_HELD in self._lies else self._watchdog_timeout
+
     def _watchdog_deadline(self) -> float | None:
-        if self._watchdog_timeout <= 0 or self._last_packet is None:
+        timeout = self._watchdog_in_force()
+        if timeout <= 0 or self._last_packet is None:
             return None
-        return self._last_packet + self._watchdog_timeout
+        return self._last_packet + timeout
+
+    def _refuses_stop(self) -> bool:
+        return FaultKind.STOP_REFUSED in self._lies and self._running is PumpState.INFUSING
+
+    def _reported_rate(self) -> float:
+        offset = self._lies.get(FaultKind.RATE_ECHO_WRONG)
+        return self._rate if offset is None else max(0.0, self._rate + offset)
+
+    def _reported_volume(self, volume_ml: float) -> float:
+        if FaultKind.FROZEN_TOTALIZER in self._lies:
+            volume_ml = self._frozen_volume
+        offset = self._lies.get(FaultKind.TOTALIZER_JUMP)
+        return volume_ml if offset is None else max(0.0, volume_ml + offset)
 
     def _next_event(self) -> tuple[float, int] | None:
         """(time, priority) of the next due event."""
@@ -657,12 +764,14 @@ class PumpModel:
         self._note_state()
 
     def _apply_entry(self, index: int, entry: FaultEntry) -> None:
+        self._log(EventKind.SCRIPT, f"faults[{index}]: {_describe(entry)}")
+        self._apply_fault(entry)
+
+    def _apply_fault(self, entry: FaultEntry) -> None:
         inject = entry.action is FaultAction.INJECT
-        self._log(
-            EventKind.SCRIPT,
-            f"faults[{index}]: {entry.fault.value} {entry.action.value}"
-            + ("" if entry.value is None else f" {entry.value:g}"),
-        )
+        if entry.fault in LYING_FAULTS:
+            self._apply_lie(entry.fault, inject, entry.value)
+            return
         alarm = _FAULT_ALARMS.get(entry.fault)
         if alarm is not None:
             if inject:
@@ -681,3 +790,40 @@ class PumpModel:
             self._line.reply_delay_s = entry.value if entry.value is not None else 0.0
         else:  # pragma: no cover - every FaultKind is handled above
             raise AssertionError(f"unhandled fault kind {entry.fault!r}")
+
+    def _apply_lie(self, fault: FaultKind, inject: bool, value: float | None) -> None:
+        if not inject:
+            held_again = fault is FaultKind.WATCHDOG_NOT_HELD and fault in self._lies
+            self._lies.pop(fault, None)
+            if held_again and self._last_packet is not None:
+                self._last_packet = self._t  # held again: a full timeout from now
+            return
+        if fault in self._lies and fault in (FaultKind.FROZEN_TOTALIZER, FaultKind.UPTIME_FROZEN):
+            return  # already frozen: keep the frozen reading
+        if fault is FaultKind.FROZEN_TOTALIZER:
+            self._frozen_volume = self._volume + self._delivered(self._t)
+        elif fault is FaultKind.UPTIME_FROZEN:
+            self._frozen_uptime = self._t - self._started
+        self._lies[fault] = value
+
+
+def _describe(entry: FaultEntry) -> str:
+    return f"{entry.fault.value} {entry.action.value}" + (
+        "" if entry.value is None else f" {entry.value:g}"
+    )
+
+
+def _direct_entry(fault: FaultKind | str, action: FaultAction, value: float | None) -> FaultEntry:
+    """``fault``/``action``/``value`` checked by the script rules, as an entry due now."""
+    data: dict[str, object] = {"at_s": 0.0, "fault": fault, "action": action}
+    if value is not None:
+        data["value"] = float(value) if _is_finite_number(value) else value
+    try:
+        return FaultEntry.model_validate(data)
+    except ValidationError as error:
+        details = "; ".join(
+            f"{'.'.join(str(x) for x in item['loc'])}: "
+            + str(item["msg"]).removeprefix("Value error, ")
+            for item in error.errors()
+        )
+        raise InvalidFaultError(f"cannot {action.value} fault {fault!r}: {details}") from None

@@ -10,12 +10,13 @@ the 0.5 s inter-byte gap rule (:meth:`NeweraSession.discard_pending`) and polls
 Behaviour (facts from docs/newera.md; *decisions* of this simulator in italics, and listed in
 docs/newera.md §11):
 
-* **Framing.**  The pump is in safe mode while the model's watchdog is armed (``SAF<n>``,
-  ``n > 0``), in basic mode otherwise; it replies in the mode it is in *after* the command (so
-  ``SAF5`` is answered in safe framing and ``SAF0`` in basic, as nesp-lib expects).  In basic mode
-  both framings are accepted; *in safe mode a basic line is answered* ``?COM`` *and does not feed
-  the watchdog*.  A broken safe packet (length, ETX, CRC) is answered ``?COM``; an unknown command
-  ``?``.  Commands addressed to another pump are ignored (no reply, no watchdog feed).
+* **Framing.**  The pump is in safe mode while a watchdog is requested (``SAF<n>``, ``n > 0``; the
+  model's ``watchdog_requested_s``), in basic mode otherwise; it replies in the mode it is in
+  *after* the command (so ``SAF5`` is answered in safe framing and ``SAF0`` in basic, as nesp-lib
+  expects).  In basic mode both framings are accepted; *in safe mode a basic line is answered*
+  ``?COM`` *and does not feed the watchdog*.  A broken safe packet (length, ETX, CRC) is answered
+  ``?COM``; an unknown command ``?``.  Commands addressed to another pump are ignored (no reply, no
+  watchdog feed).
 * **Watchdog.**  Every valid packet addressed to this pump calls ``model.feed_watchdog()``.
 * **Alarms.**  Alarms the model latches are mapped to NE alarms (:data:`NE_ALARM_FOR`) and kept
   pending.  The reply to the next valid command is the oldest pending alarm (``A?R`` ...) in place
@@ -34,6 +35,13 @@ docs/newera.md §11):
   *A rate of 0 is* ``?OOR`` *(a pump's minimum rate is above zero: stop it with* ``STP`` *)*.
   Refusals of the model map as :mod:`simulator.errors` says: out of range ``?OOR``, not applicable
   ``?NA``.
+* **Lying-pump faults** of the model show here: ``DIS`` answers the *reported* volume infused
+  (``frozen_totalizer``, ``totalizer_jump``), the ``RAT`` query the *reported* rate
+  (``rate_echo_wrong``), the ``SAF`` query the timeout in force (0 under ``watchdog_not_held``,
+  while ``SAF<n>`` is still answered normally, in safe framing).  Under ``stop_refused`` the pump
+  keeps infusing after ``STP``, and answers it with the prompt an obeying pump would give:
+  ``P`` for the first ``STP``, ``S`` for a second one right after it; the next other command
+  shows the truth (``I``).
 """
 
 from __future__ import annotations
@@ -186,6 +194,8 @@ class NeweraSession:
         self._vtbi_set_ml: Decimal | None = None
         self._settings: dict[Mnemonic, str] = {m: "0" for m in _STORED_SETTINGS}
         self._settings[Mnemonic.BUZZER] = "0"
+        # The prompt a refused STP pretends (``stop_refused``): None, PAUSED, then STOPPED.
+        self._pretended: NeStatus | None = None
         # Alarms: pending (oldest first) and the last model event looked at.
         self._pending: list[NeAlarm] = []
         events = model.events()
@@ -207,7 +217,7 @@ class NeweraSession:
     @property
     def safe_mode(self) -> bool:
         """True while the pump is in safe mode (its watchdog armed by ``SAF<n>``, n > 0)."""
-        return self._model.snapshot().watchdog_timeout_s > 0
+        return self._model.snapshot().watchdog_requested_s > 0
 
     @property
     def framing(self) -> Framing:
@@ -300,9 +310,10 @@ class NeweraSession:
             # (docs/newera.md §5), so RUN works again.  One whose condition persists (an
             # occlusion still there) stays latched in the model, and RUN is still refused.
             self._model.clear_alarms()
+        pretended, self._pretended = self._pretended, None
         try:
-            data = self._execute(item)  # before reading the status it leaves
-            reply = Reply(self._address, self._status(), data=data)
+            data = self._execute(item, pretended)  # before reading the status it leaves
+            reply = Reply(self._address, self._pretended or self._status(), data=data)
         except _RefusedError as refusal:
             reply = Reply(self._address, self._status(), error=refusal.code)
         except OutOfRangeError:
@@ -339,10 +350,13 @@ class NeweraSession:
     def _status(self) -> NeStatus:
         return _STATUS_FOR[self._model.snapshot().state]
 
-    def _execute(self, frame: CommandFrame) -> str:
+    def _execute(self, frame: CommandFrame, pretended: NeStatus | None = None) -> str:
         """Carry out a command; return the reply data.  Raises :class:`_RefusedError` or a model
-        error for a refusal."""
+        error for a refusal.  ``pretended``: the prompt the previous command pretended (a
+        refused ``STP``), which a second ``STP`` continues from."""
         command = frame.command
+        if command.mnemonic is Mnemonic.STOP:
+            return self._do_stop(command.argument, pretended)
         handler = self._handlers().get(command.mnemonic)
         if handler is None:
             raise _RefusedError(NeErrorCode.NOT_APPLICABLE)
@@ -408,7 +422,7 @@ class NeweraSession:
         return ""
 
     def _rate_text(self) -> str:
-        rate_ml_per_h = self._model.snapshot().rate_setpoint_ml_per_h
+        rate_ml_per_h = self._model.snapshot().reported_rate_setpoint_ml_per_h
         if self._rate_set is not None:
             number, unit = self._rate_set
             if unit is self._rate_unit and float(number * unit.ml_per_h) == rate_ml_per_h:
@@ -416,6 +430,8 @@ class NeweraSession:
         try:
             return format_rate(rate_ml_per_h, self._rate_unit)
         except UnrepresentableNumberError:
+            if rate_ml_per_h <= 0:
+                return format_rate(0.0, RateUnit.ML_PER_H)
             return format_rate(rate_ml_per_h, encode_rate(rate_ml_per_h).unit)
 
     def _do_volume(self, argument: str) -> str:
@@ -466,19 +482,23 @@ class NeweraSession:
         self._model.start()
         return ""
 
-    def _do_stop(self, argument: str) -> str:
-        """``STP``: infusing → paused; paused (a second ``STP``) → stopped; else nothing."""
+    def _do_stop(self, argument: str, pretended: NeStatus | None = None) -> str:
+        """``STP``: infusing → paused; paused (a second ``STP``) → stopped; else nothing.
+
+        A pump that stays infusing (``stop_refused``) answers as if it had obeyed."""
         state = self._model.snapshot().state
         if state is PumpState.INFUSING:
             self._model.pause()
         elif state is PumpState.PAUSED:
             self._model.stop()
+        if state is PumpState.INFUSING and self._model.snapshot().state is PumpState.INFUSING:
+            self._pretended = NeStatus.STOPPED if pretended is not None else NeStatus.PAUSED
         return ""
 
     def _do_dispensed(self, argument: str) -> str:
         """``DIS``: ``I<infused>W<withdrawn><units>`` in the volume units (mL when µL would
         overflow the field)."""
-        infused_ml = self._model.snapshot().volume_infused_ml
+        infused_ml = self._model.snapshot().reported_volume_infused_ml
         try:
             return format_dispensed(infused_ml, 0, self._volume_unit)
         except UnrepresentableNumberError:

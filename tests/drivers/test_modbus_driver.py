@@ -224,6 +224,7 @@ def test_start_status_volume_stop(driver: ModbusDriver, clock: ManualClock) -> N
         measured_rate_ml_per_h=12.0,
         max_rate_ml_per_h=PUMP_MAX_RATE_ML_PER_H,
         identity=driver.identity,
+        uptime_s=1800.0,  # the pump's own UPTIME register
     )
     driver.stop()
     clock.advance(1800.0)
