@@ -22,6 +22,7 @@ from drivers import make_pump
 from drivers.base import PumpDriver
 from gateway.channel import Channel, ChannelState
 from gateway.config import GatewayConfig
+from gateway.errors import ConfigError
 from gateway.journal import Journal
 from gateway.metrics import GatewayMetrics
 from gateway.systemd import Notifier
@@ -31,10 +32,46 @@ log = structlog.get_logger("gateway.daemon")
 
 DriverFactory = Callable[[str], PumpDriver]
 CLOCK_ANCHOR_KEY = "clock_anchor_wall_s"
+TIME_SCALE_KEY = "time_scale"
+#: Active alarms that make the daemon not ready: the pump could not be stopped, or the journal
+#: could not record.  Matched by string (raised by the channel).
+UNREADY_ALARM_CODES = frozenset({"stop_failed", "journal_failed"})
+
+
+class TimeScaleChangedError(ConfigError):
+    """A restart with another ``time_scale`` than the course's journal was started with.
+
+    A course's times (day windows, the clock anchor, the pump watchdog) only mean something on
+    one time scale, so the daemon refuses to start rather than reinterpret them (exit code 2).
+    """
+
+    exit_code = 2
+
+
+def check_time_scale(config: GatewayConfig, journal: Journal) -> None:
+    """Record ``time_scale`` on a journal's first start; refuse a restart with another one."""
+    stored = journal.get_meta(TIME_SCALE_KEY)
+    if stored is None:
+        journal.set_meta(TIME_SCALE_KEY, repr(config.time_scale))
+        return
+    try:
+        same = float(stored) == config.time_scale
+    except ValueError:
+        same = False
+    if not same:
+        raise TimeScaleChangedError(
+            f"time_scale: the journal in {journal.state_dir} was started with time_scale"
+            f" {stored}, this configuration says {config.time_scale!r}: a course keeps one"
+            " time scale (use the original time_scale, or a new state_dir for a new course)"
+        )
 
 
 def clock_for(config: GatewayConfig, journal: Journal) -> Clock:
-    """Real time, or real time x ``time_scale`` anchored in the journal across restarts."""
+    """Real time, or real time x ``time_scale`` anchored in the journal across restarts.
+
+    The journal's recorded ``time_scale`` must be the config's (:func:`check_time_scale`).
+    """
+    check_time_scale(config, journal)
     if config.time_scale == 1.0:
         return SystemClock()
     anchor = journal.get_meta(CLOCK_ANCHOR_KEY)
@@ -55,9 +92,25 @@ class Gateway:
         journal: Journal | None = None,
         driver_factory: DriverFactory | None = None,
         notifier: Notifier | None = None,
+        adopt_config_order: bool = False,
     ) -> None:
         self.config = config
         self.journal = journal or Journal(config.state_dir)
+        try:
+            self._setup(config, clock, driver_factory, notifier, adopt_config_order)
+        except BaseException:
+            if journal is None:  # ours: release the state directory (its lock) on the way out
+                self.journal.close()
+            raise
+
+    def _setup(
+        self,
+        config: GatewayConfig,
+        clock: Clock | None,
+        driver_factory: DriverFactory | None,
+        notifier: Notifier | None,
+        adopt_config_order: bool,
+    ) -> None:
         self.clock = clock or clock_for(config, self.journal)
         self.poll_interval_s = config.effective_poll_interval_s
         self.notifier = notifier or Notifier()
@@ -82,6 +135,8 @@ class Gateway:
                 self.clock,
                 control,
                 pump_watchdog_s=config.effective_pump_watchdog_s,
+                poll_interval_s=self.poll_interval_s,
+                adopt_config_order=adopt_config_order,
             )
         if config.time_scale != 1.0:
             log.warning(
@@ -170,7 +225,9 @@ class Gateway:
         return [channel.snapshot() for channel in self.channels.values()]
 
     def ready(self) -> tuple[bool, list[str]]:
-        """Ready: the last cycle completed and every channel heard its pump recently."""
+        """Ready: the last cycle completed, every channel heard its pump recently, and no
+        channel has an active alarm in :data:`UNREADY_ALARM_CODES` (a pump that would not
+        stop, a journal that cannot record)."""
         problems = []
         if not self.last_cycle_ok:
             problems.append(
@@ -186,4 +243,8 @@ class Gateway:
                 or now - last > horizon
             ):
                 problems.append(f"channel {snap['id']}: pump not heard within {horizon:g} s")
+            for alarm in snap.get("alarms") or ():
+                code = alarm.get("code")
+                if code in UNREADY_ALARM_CODES:
+                    problems.append(f"channel {snap['id']}: alarm {code}")
         return not problems, problems
