@@ -154,6 +154,8 @@ def _day_records(old: CourseState | None, new: CourseState) -> list[DayRecord]:
                     "dose_mg_per_kg": None if prescription is None else prescription.dose_mg_per_kg,
                     "titer_seq": None if prescription is None else prescription.titer_seq,
                     "delivered_max_ml": day.delivered_max_ml,
+                    "estimated_ml": day.estimated_ml,
+                    "totalizer_distrusted": day.totalizer_distrusted,
                     "shortfall_ml": day.shortfall_ml,
                     "late_titer_policy": day.late_titer_policy,
                     "notes": [*(prescription.notes if prescription else ()), *day.notes],

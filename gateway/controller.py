@@ -979,6 +979,8 @@ class _Decider:
             prescribed_ml=day.prescribed_ml or 0.0,
             delivered_ml=day.delivered_ml,
             delivered_max_ml=day.delivered_max_ml,
+            estimated_ml=day.estimated_ml,
+            totalizer_distrusted=day.totalizer_distrusted,
             shortfall_ml=day.shortfall_ml,
             notes=list(day.notes),
         )
@@ -1010,6 +1012,14 @@ class _Decider:
             return False  # account the last drop on a stopped pump, then close
         prescribed = today.prescribed_ml
         notes = today.notes if prescribed is not None else (*today.notes, "no titer: not given")
+        if today.totalizer_distrusted:
+            low, high = sorted((today.delivered_ml, today.estimated_ml))
+            notes = (
+                *notes,
+                f"totalizer implausible: by its two counts the pump gave between {low:.2f} and "
+                f"{high:.2f} mL (totalizer {today.delivered_ml:.2f}, read-back rate over time "
+                f"{today.estimated_ml:.2f}); the day was bounded by the larger",
+            )
         closed = replace(
             today,
             closed=True,
@@ -1170,7 +1180,8 @@ class _Decider:
 
     def hold_stopped(self, status: PumpStatus) -> None:
         """In alarm or stopped: keep the pump stopped; resume only on an acknowledgement."""
-        if status.state is PumpState.INFUSING:
+        stopping = any(isinstance(e, StopPump) for e in self.effects)
+        if status.state is PumpState.INFUSING and not stopping:  # (a stop is already on its way)
             self.raise_alarm(
                 AlarmCode.STATE_MISMATCH.value,
                 f"pump was infusing while the channel was {self.s.channel.value}",

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import structlog
 from hypothesis import HealthCheck, settings
 
 # Deadlines measure the machine, not the code: CI runs on 2 shared cores.
@@ -19,6 +20,15 @@ settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 #: Threads that may outlive a test: started by libraries once per process, never ours.
 _PROCESS_THREADS = ("asyncio_", "ThreadPoolExecutor", "pytest_timeout", "Dummy")
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Commands run in-process (``run``, ``demo``) configure structlog for the process, onto
+    the test's captured stderr: put the session's configuration back after every test."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture(autouse=True)

@@ -32,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-file", type=Path, help="file holding the API's bearer token")
     parser.add_argument("--time-scale", type=float, help="HIL rigs only: simulated s per real s")
     parser.add_argument(
+        "--adopt-config-order",
+        action="store_true",
+        help="apply a weight changed in the config since the journal took the order, as a "
+        "journalled correction (any other change is a new course: a new channel id)",
+    )
+    parser.add_argument(
         "--log-json",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -93,14 +99,16 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
     return build_config(data, source="--config" if args.config else "flags")
 
 
-async def serve(config: GatewayConfig, *, announce: bool = True) -> int:
+async def serve(
+    config: GatewayConfig, *, announce: bool = True, adopt_config_order: bool = False
+) -> int:
     """Run the daemon until SIGTERM/SIGINT; the API (if configured) alongside."""
     from gateway.api import create_app
     from gateway.daemon import Gateway
     from gateway.tokens import read_token_file
 
     token = read_token_file(config.api.token_file) if config.api and config.api.token_file else None
-    gateway = Gateway(config)
+    gateway = Gateway(config, adopt_config_order=adopt_config_order)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -155,4 +163,4 @@ def run(args: argparse.Namespace) -> int:
             f"WARNING: --time-scale {config.time_scale:g}: simulated time, for HIL rigs only",
             file=sys.stderr,
         )
-    return asyncio.run(serve(config))
+    return asyncio.run(serve(config, adopt_config_order=args.adopt_config_order))

@@ -9,13 +9,12 @@ pump on a manual clock (``make_rig``), so a week of infusion runs in a second.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from drivers.approved_rate import ApprovedRate
 from drivers.status import PumpStatus, RateReadback
@@ -567,16 +566,7 @@ def test_late_titer_policy_is_a_config_setting() -> None:
     assert compress.late_titer is LateTiterPolicy.COMPRESS
 
 
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """``run`` configures structlog for the process; put the test session's back after."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
-
-
 @pytest.mark.timeout(30)
-@pytest.mark.usefixtures("restore_logging")
 def test_rule_5_run_refuses_an_order_without_randomisation_time(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

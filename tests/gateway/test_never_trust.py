@@ -52,6 +52,11 @@ def test_frozen_totalizer_is_implausible_and_the_day_is_bounded_by_the_estimate(
     pump = rig.model.snapshot()
     day1_ml = pump.lifetime_volume_infused_ml - pump.volume_infused_ml  # less day 2's
     assert day1_ml <= 350.0 + 0.01
+    # The day's record says it could not trust the totalizer, with both counts.
+    close = rig.events("day_close")[0]
+    assert close["totalizer_distrusted"] is True
+    assert close["estimated_ml"] > close["delivered_ml"]
+    assert any("totalizer implausible" in note for note in close["notes"])
 
 
 def test_a_totalizer_that_jumps_is_implausible(make_rig: Callable[..., Rig]) -> None:
