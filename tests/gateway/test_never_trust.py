@@ -291,3 +291,18 @@ def test_a_journal_that_fails_while_running_stops_the_pump_and_status_stops_clai
     snap = rig.channel.snapshot()
     assert snap["state"] == "unknown"
     assert "journal_failed" in {a["code"] for a in snap["alarms"]}
+
+
+def test_a_deleted_journal_does_not_start_a_silent_day_1(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig()
+    rig.run(2 * H)  # the pump has given about 29 mL of day 1
+    rig.journal.close()
+    (rig.state_dir / "journal.sqlite3").unlink()
+    for leftover in rig.state_dir.glob("journal.sqlite3-*"):
+        leftover.unlink()
+    rig.model.stop()  # the old process's stop on SIGTERM
+    rig.restart()  # a new journal, the same pump with its totalizer
+    rig.run(2 * STEP_S)
+    assert AlarmCode.PUMP_HAS_HISTORY.value in codes(rig)
+    assert rig.channel.course.course_start_s is None
+    assert rig.model.snapshot().state is not PumpState.INFUSING
