@@ -92,7 +92,9 @@ def restarted(state: CourseState) -> CourseState:
             if state.lost_since_s is not None
             else state.link.last_uptime_s
         ),
-        link=replace(state.link, armed_connection=None),
+        # Another process: the monotonic clock of the one that wrote this means nothing here.
+        lost_since_monotonic_s=None,
+        link=replace(state.link, armed_connection=None, last_good_poll_monotonic_s=None),
     )
 
 
@@ -461,7 +463,13 @@ class Channel:
             self._connection = None
             return Silence(f"{type(exc).__name__}: {exc}", tuple(outcomes))
         self._last_status = status
-        return PumpReading(status, self.driver.identity, self._connection, tuple(outcomes))
+        return PumpReading(
+            status,
+            self.driver.identity,
+            self._connection,
+            tuple(outcomes),
+            monotonic_s=self.clock.monotonic(),
+        )
 
     def _perform(self, effects: Sequence[Effect]) -> tuple[Outcome, ...]:
         outcomes: list[Outcome] = []

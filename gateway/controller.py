@@ -290,6 +290,7 @@ class _Decider:
                         state_before_loss=ChannelState.INFUSING,
                         lost_since_s=self.now,
                         lost_since_uptime_s=self.s.link.last_uptime_s,
+                        lost_since_monotonic_s=self.s.link.last_good_poll_monotonic_s,
                     )
                     self.emit("shutdown_stopped_pump", resume="by the auto-resume rule or an ack")
 
@@ -431,6 +432,7 @@ class _Decider:
             self.s,
             lost_since_s=self.s.link.last_good_poll_s or self.now,
             lost_since_uptime_s=self.s.link.last_uptime_s,
+            lost_since_monotonic_s=self.s.link.last_good_poll_monotonic_s,
             state_before_loss=self.s.channel,
             recovering=True,
             commanded=None,
@@ -446,7 +448,11 @@ class _Decider:
         self.take_outcomes(obs.outcomes, connection=obs.connection)
         previous_poll_s = self.s.link.last_good_poll_s
         previous_uptime_s = self.s.link.last_uptime_s
-        self.put_link(last_good_poll_s=self.now, last_uptime_s=status.uptime_s)
+        self.put_link(
+            last_good_poll_s=self.now,
+            last_uptime_s=status.uptime_s,
+            last_good_poll_monotonic_s=obs.monotonic_s,
+        )
         self.account(status, previous_poll_s)
         if self.stop_done and status.state is PumpState.INFUSING and not self.quiet:
             self.emit("command_failed", command="stop", error="pump still infusing after it")
@@ -481,7 +487,7 @@ class _Decider:
                 self.emit("pump_infusing_after_course", rate_ml_per_h=status.rate_ml_per_h)
             return
         if self.s.recovering:
-            self.recover(status, previous_poll_s, previous_uptime_s)
+            self.recover(status, previous_poll_s, previous_uptime_s, obs.monotonic_s)
             return
         if self.s.course_start_s is not None and not self.roll_days(status):
             return
@@ -1219,7 +1225,11 @@ class _Decider:
         self.drive(status)
 
     def outage(
-        self, status: PumpStatus, lost_since_s: float, previous_uptime_s: float | None
+        self,
+        status: PumpStatus,
+        lost_since_s: float,
+        previous_uptime_s: float | None,
+        monotonic_span: tuple[float | None, float | None] = (None, None),
     ) -> tuple[float, str | None]:
         """How long the link was lost, and why that length is not to be trusted (or None).
 
@@ -1227,18 +1237,26 @@ class _Decider:
         another: the longer counts, and a disagreement, a clock that went back or a pump that
         restarted make the outage unknown, never zero.
         """
-        wall_gap_s = self.now - lost_since_s
         unknown = None
-        if wall_gap_s < 0.0:
-            unknown = f"the wall clock went back {-wall_gap_s:.0f} s during the outage"
-        gap_s = max(wall_gap_s, 0.0)
+        then_mono, now_mono = monotonic_span
+        if then_mono is not None and now_mono is not None and now_mono >= then_mono:
+            # Same process: the monotonic clock measures the outage; a wall step cannot
+            # shorten it (the executor reports the step itself as clock_step).
+            gap_s = now_mono - then_mono
+        else:
+            # Across a restart only the wall clock spans the outage: one that went back
+            # makes the length unknown, never zero.
+            wall_gap_s = self.now - lost_since_s
+            if wall_gap_s < 0.0:
+                unknown = f"the wall clock went back {-wall_gap_s:.0f} s during the outage"
+            gap_s = max(wall_gap_s, 0.0)
         if status.uptime_s is not None and previous_uptime_s is not None:
             pump_gap_s = status.uptime_s - previous_uptime_s
             allowed_s = max(UPTIME_AGREEMENT_S, UPTIME_AGREEMENT_FRACTION * max(pump_gap_s, gap_s))
             if pump_gap_s < 0.0:
-                unknown = "the pump restarted during the outage (its uptime went back)"
+                unknown = unknown or "the pump restarted during the outage (its uptime went back)"
             elif abs(pump_gap_s - gap_s) > allowed_s:
-                unknown = (
+                unknown = unknown or (
                     f"the outage lasted {gap_s:.0f} s by the wall clock but {pump_gap_s:.0f} s "
                     "by the pump's own uptime"
                 )
@@ -1250,6 +1268,7 @@ class _Decider:
         status: PumpStatus,
         previous_poll_s: float | None,
         previous_uptime_s: float | None = None,
+        now_monotonic_s: float | None = None,
     ) -> None:
         """First good reading after silence or a restart: reconcile, then resume or wait."""
         lost_since = self.s.lost_since_s or previous_poll_s or self.now
@@ -1258,7 +1277,9 @@ class _Decider:
             if self.s.lost_since_uptime_s is not None
             else previous_uptime_s
         )
-        gap_s, unknown = self.outage(status, lost_since, uptime_then)
+        # Only a loss seen by this process has a monotonic start (a restart clears it).
+        then_mono = self.s.lost_since_monotonic_s
+        gap_s, unknown = self.outage(status, lost_since, uptime_then, (then_mono, now_monotonic_s))
         before = self.s.state_before_loss or self.s.channel
         today = self.s.today
         self.emit(
@@ -1279,6 +1300,7 @@ class _Decider:
             restarted=False,
             lost_since_s=None,
             lost_since_uptime_s=None,
+            lost_since_monotonic_s=None,
             state_before_loss=None,
         )
         if self.s.channel is not before:

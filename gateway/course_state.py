@@ -255,6 +255,9 @@ class LinkState:
     stalled_readings: int = 0
     #: The pump's own uptime at the last reading, where the protocol has it (s).
     last_uptime_s: float | None = None
+    #: The executor's monotonic clock at the last good reading (s); meaningful only within one
+    #: process: a smaller value later means another process.
+    last_good_poll_monotonic_s: float | None = None
     #: After a failed stop: no traffic to the pump until then, so its own watchdog stops it.
     quiet_until_s: float | None = None
 
@@ -283,8 +286,10 @@ class CourseState:
     max_commanded_rate_ml_per_h: float = 0.0
     link: LinkState = field(default_factory=LinkState)
     lost_since_s: float | None = None
-    #: The pump's uptime at the last good reading before the link was lost (s).
+    #: The pump's uptime and the monotonic clock at the last good reading before the link was
+    #: lost (s).
     lost_since_uptime_s: float | None = None
+    lost_since_monotonic_s: float | None = None
     state_before_loss: ChannelState | None = None
     #: The first good reading after silence or a restart reconciles before anything else.
     recovering: bool = False

@@ -99,6 +99,9 @@ class PumpReading:
     identity: PumpIdentity | None
     connection: str
     outcomes: tuple[Outcome, ...] = ()
+    #: The executor's monotonic clock at the reading (s), for outage lengths a wall-clock step
+    #: cannot shorten; None where the observer has none.
+    monotonic_s: float | None = None
 
 
 @dataclass(frozen=True)

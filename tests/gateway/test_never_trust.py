@@ -151,29 +151,49 @@ def test_a_new_course_on_a_pump_with_history_waits_for_a_person(
     assert rig.channel.course.course_start_s is not None
 
 
-def test_a_backward_clock_step_during_an_outage_is_not_a_short_outage(
+def test_a_backward_clock_step_cannot_shorten_an_outage(make_rig: Callable[..., Rig]) -> None:
+    # The rule allows 3 polls of silence; the link is down for 5, and meanwhile the wall clock
+    # is stepped back by 4: by the wall clock the outage looks like 1 poll.  The monotonic
+    # clock measures it: no automatic resume.
+    rule = AutoResumeConfig(max_gap_s=3 * STEP_S)
+    rig = make_rig(control=ControlConfig(auto_resume=rule))
+    rig.run(H)
+    rig.driver.silent = True
+    rig.run(5 * STEP_S)
+    rig.clock.step_wall(-4 * STEP_S)
+    rig.driver.silent = False
+    rig.run(2 * STEP_S)
+    assert not rig.events("auto_resume")
+    assert rig.events("reconciled")[0]["gap_s"] >= 5 * STEP_S
+    assert AlarmCode.OUTAGE_NEEDS_ACK.value in codes(rig)
+    assert rig.events("clock_step")
+
+
+def test_a_clock_that_went_back_across_a_restart_makes_the_outage_unknown(
     make_rig: Callable[..., Rig],
 ) -> None:
     rule = AutoResumeConfig(max_gap_s=3 * STEP_S)
     rig = make_rig(control=ControlConfig(auto_resume=rule))
     rig.run(H)
-    rig.driver.silent = True
-    rig.run(2 * STEP_S)
-    rig.clock.step_wall(-H)
-    rig.driver.silent = False
-    rig.run(2 * STEP_S)
+    rig.restart()
+    rig.clock.step_wall(-H)  # the host came back with its clock an hour behind
+    rig.run(STEP_S)
+    (reconciled,) = rig.events("reconciled")
+    assert "went back" in reconciled["outage_unknown"]
     assert not rig.events("auto_resume")
-    assert AlarmCode.OUTAGE_NEEDS_ACK.value in codes(rig)
     assert rig.channel.state is ChannelState.ALARM
 
 
-def test_a_wall_clock_step_is_journalled_and_shown(make_rig: Callable[..., Rig]) -> None:
+@pytest.mark.parametrize("step_s", [2 * H, -2 * H])
+def test_a_wall_clock_step_is_journalled_and_shown(
+    make_rig: Callable[..., Rig], step_s: float
+) -> None:
     rig = make_rig()
     rig.run(H)
-    rig.clock.step_wall(2 * H)
+    rig.clock.step_wall(step_s)
     rig.run(STEP_S)
     (step,) = rig.events("clock_step")
-    assert step["step_s"] == pytest.approx(2 * H)
+    assert step["step_s"] == pytest.approx(step_s)
     alarm = {a["code"]: a for a in rig.channel.snapshot()["alarms"]}[AlarmCode.CLOCK_STEP.value]
     assert alarm["stops"] is False
 
