@@ -18,7 +18,11 @@ from gateway.dosing import Arm
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.mark.parametrize("protocol", ["newera", "modbus"])
+@pytest.mark.parametrize(
+    "protocol",
+    # Modbus runs in the slow suite: the plain one keeps the NE-1000 wire.
+    ["newera", pytest.param("modbus", marks=pytest.mark.slow)],
+)
 @pytest.mark.parametrize(
     ("scenario", "alarm_codes", "at_h"),
     [

@@ -130,13 +130,16 @@ def assert_days_never_over(outcome: Outcome, days: list[int]) -> None:
             assert count >= prescribed[day] * (1 - DAY_TOLERANCE), f"day {day} short: {count} mL"
 
 
-PROTOCOLS = [
-    pytest.param("newera", id="newera"),
-    pytest.param("modbus", id="modbus", marks=pytest.mark.slow),
-]
+def test_rule_6_never_over_one_newera_day(tmp_path: Path, course: RunCourse) -> None:
+    """The plain suite's representative: one day over the NE-1000 wire, whose truncating
+    display (0.1 mL above 100 mL) is what used to push a day over."""
+    outcome = course(DemoOptions(arm=Arm.FLAT, protocol="newera", days=1, state_dir=tmp_path))
+    assert outcome.prescribed_by_day[1] == pytest.approx(350.0)
+    assert_days_never_over(outcome, [1])
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["newera", "modbus"])
 def test_rule_6_never_over_default_flat_course(
     protocol: str, tmp_path: Path, course: RunCourse
 ) -> None:
