@@ -748,12 +748,6 @@ class _Decider:
         self.put_today(replace(today, totalizer_distrusted=True))
         self.raise_alarm(AlarmCode.TOTALIZER_IMPLAUSIBLE.value, detail)
 
-    def upper_bound_ml(self, day: CourseDay) -> float:
-        """What may have been given today: the totalizer plus a step, or the estimate if larger
-        once the totalizer was found implausible."""
-        upper = day.delivered_ml + self.s.link.last_volume_resolution_ml
-        return max(upper, day.estimated_ml) if day.totalizer_distrusted else upper
-
     # -- verification (invariant 3) -----------------------------------------------------------
 
     def verify(self, status: PumpStatus) -> bool:
@@ -1060,7 +1054,7 @@ class _Decider:
                 self.stop_pump("no titer for today yet")
             self.set_state(ChannelState.AWAITING_TITER, f"day {today.day} waits for its titer")
             return
-        remaining = shortfall_ml(today.prescription.volume_ml, self.upper_bound_ml(today))
+        remaining = shortfall_ml(today.prescription.volume_ml, today.upper_bound_ml)
         vtbi_complete = PumpAlarm.VTBI_COMPLETE in status.alarms or self.volume_reached
         clear_advisories = bool(status.alarms) and not (status.alarms & STOPPING_ALARMS)
         if vtbi_complete and self.s.commanded is None:

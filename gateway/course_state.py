@@ -217,6 +217,14 @@ class CourseDay:
         return None if self.window_start_s is None else DayWindow(self.window_start_s)
 
     @property
+    def upper_bound_ml(self) -> float:
+        """What may have been given today (invariant 4): the totalizer plus its step, or the
+        read-back rate over time when larger and the totalizer was found implausible."""
+        if self.totalizer_distrusted:
+            return max(self.delivered_max_ml, self.estimated_ml)
+        return self.delivered_max_ml
+
+    @property
     def prescribed_ml(self) -> float | None:
         return None if self.prescription is None else self.prescription.volume_ml
 

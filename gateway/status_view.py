@@ -101,7 +101,7 @@ def _day_view(state: CourseState, day: CourseDay, now_s: float, running: bool) -
     titer = state.titer(prescription.titer_seq) if prescription else None
     projected = None
     if running and prescription is not None and day.window is not None:
-        remaining = shortfall_ml(prescription.volume_ml, day.delivered_max_ml)
+        remaining = shortfall_ml(prescription.volume_ml, day.upper_bound_ml)
         projected = plan_rate(
             remaining_volume_ml=remaining,
             remaining_time_s=day.window.remaining_s(now_s),
