@@ -63,7 +63,7 @@ from gateway.effects import (
     WatchdogArmed,
 )
 from gateway.errors import ConfigError, GatewayError
-from gateway.intake import order_input, titer_input, weight_input
+from gateway.intake import order_differences, order_input, titer_input, weight_input
 from gateway.journal import DayRecord, Journal, JournalError
 from gateway.rules import MAX_ROUNDS_PER_CYCLE, VOLUME_EPSILON_ML, CourseRules
 from gateway.status_view import channel_view
@@ -96,42 +96,6 @@ def restarted(state: CourseState) -> CourseState:
         lost_since_monotonic_s=None,
         link=replace(state.link, armed_connection=None, last_good_poll_monotonic_s=None),
     )
-
-
-def order_differences(
-    config_order: OrderConfig, state: CourseState
-) -> list[tuple[str, object, object]]:
-    """(field, config value, journal value) for every field where they disagree.
-
-    The weight differs only when the config changed it since the journal took it (from the
-    order or an adoption): later corrections over the API are the journal's.
-    """
-    journal_order = state.order
-    assert journal_order is not None
-    differences: list[tuple[str, object, object]] = []
-    if config_order.weight_kg != state.config_weight_kg:
-        differences.append(("weight_kg", config_order.weight_kg, state.weight_kg))
-    product = config_order.product
-    pairs: list[tuple[str, object, object]] = [
-        ("arm", config_order.arm.value, journal_order.arm.value),
-        (
-            "ceiling_ml_per_kg_per_h",
-            config_order.ceiling_ml_per_kg_per_h,
-            journal_order.ceiling_ml_per_kg_per_h,
-        ),
-        (
-            "product.concentration_mg_per_ml",
-            product.concentration_mg_per_ml,
-            journal_order.concentration_mg_per_ml,
-        ),
-        (
-            "product.igm_content_mg_per_ml",
-            product.igm_content_mg_per_ml,
-            journal_order.igm_content_mg_per_ml,
-        ),
-        ("randomised_at_s", config_order.randomised_at_s, journal_order.randomised_at_s),
-    ]
-    return differences + [(name, mine, theirs) for name, mine, theirs in pairs if mine != theirs]
 
 
 def _day_records(old: CourseState | None, new: CourseState) -> list[DayRecord]:
@@ -564,9 +528,3 @@ class Channel:
     def snapshot(self) -> dict[str, Any]:
         """The channel's status as JSON-ready data (thread-safe: replaced whole each cycle)."""
         return dict(self._view)
-
-
-def load_channel_state(journal: Journal, channel_id: str) -> CourseState | None:
-    """The stored state of a channel, for tools that read a journal (StateError if unreadable)."""
-    stored = journal.channel_state(channel_id)
-    return None if stored is None else load_state(stored)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from gateway.config import OrderConfig
 from gateway.course_inputs import OrderInput, TiterInput, WeightInput
 from gateway.course_state import CourseState, Order
 from gateway.dosing import Arm, Product, validate_hematocrit, validate_titer_mg_per_dl
@@ -160,3 +161,39 @@ def weight_input(
         raise InputError("weight_kg", "sent to a channel that has an order (none yet)", weight)
     note = check_weight(weight, previous_weight_kg=state.weight_kg, confirm=confirm)
     return WeightInput(weight_kg=weight, reason=reason, confirmed_note=note)
+
+
+def order_differences(
+    config_order: OrderConfig, state: CourseState
+) -> list[tuple[str, object, object]]:
+    """(field, config value, journal value) for every field where they disagree.
+
+    The weight differs only when the config changed it since the journal took it (from the
+    order or an adoption): later corrections over the API are the journal's.
+    """
+    journal_order = state.order
+    assert journal_order is not None
+    differences: list[tuple[str, object, object]] = []
+    if config_order.weight_kg != state.config_weight_kg:
+        differences.append(("weight_kg", config_order.weight_kg, state.weight_kg))
+    product = config_order.product
+    pairs: list[tuple[str, object, object]] = [
+        ("arm", config_order.arm.value, journal_order.arm.value),
+        (
+            "ceiling_ml_per_kg_per_h",
+            config_order.ceiling_ml_per_kg_per_h,
+            journal_order.ceiling_ml_per_kg_per_h,
+        ),
+        (
+            "product.concentration_mg_per_ml",
+            product.concentration_mg_per_ml,
+            journal_order.concentration_mg_per_ml,
+        ),
+        (
+            "product.igm_content_mg_per_ml",
+            product.igm_content_mg_per_ml,
+            journal_order.igm_content_mg_per_ml,
+        ),
+        ("randomised_at_s", config_order.randomised_at_s, journal_order.randomised_at_s),
+    ]
+    return differences + [(name, mine, theirs) for name, mine, theirs in pairs if mine != theirs]
