@@ -61,6 +61,7 @@ from gateway.effects import (
     Effect,
     Failed,
     Observation,
+    Outcome,
     ProgramRate,
     PumpReading,
     RateProgrammed,
@@ -521,7 +522,7 @@ class _Decider:
         self.start_course()
         return self.s.course_start_s is not None
 
-    def take_outcomes(self, outcomes: Sequence[object], *, connection: str | None) -> None:
+    def take_outcomes(self, outcomes: Sequence[Outcome], *, connection: str | None) -> None:
         for outcome in outcomes:
             match outcome:
                 case WatchdogArmed(effect=effect, held_s=held_s):

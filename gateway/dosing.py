@@ -110,6 +110,11 @@ class DailyDose:
         return self.volume_ml / HOURS_PER_DAY
 
 
+def mg_per_kg(ml: float, concentration_mg_per_ml: float, weight_kg: float) -> float:
+    """Product volume as a dose per kg: mL -> mg/kg, and so mL/h -> mg/kg/h."""
+    return ml * concentration_mg_per_ml / weight_kg
+
+
 def flat_daily_dose(weight_kg: float, product: Product | None = None) -> DailyDose:
     """Flat arm: 250 mg/kg for a patient of ``weight_kg`` (30-250 kg)."""
     weight = validate_weight_kg(weight_kg)
@@ -191,7 +196,7 @@ def titer_daily_dose(
     return DailyDose(
         arm=Arm.TITER,
         weight_kg=weight,
-        dose_mg_per_kg=volume_ml * prod.concentration_mg_per_ml / weight,
+        dose_mg_per_kg=mg_per_kg(volume_ml, prod.concentration_mg_per_ml, weight),
         volume_ml=volume_ml,
         product=prod,
         igm_mg_per_dl=titer,

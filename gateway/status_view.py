@@ -13,7 +13,7 @@ from typing import Any
 
 from drivers.status import PumpStatus
 from gateway.course_state import CourseDay, CourseState
-from gateway.dosing import HOURS_PER_DAY
+from gateway.dosing import HOURS_PER_DAY, mg_per_kg
 from gateway.planner import plan_rate, shortfall_ml
 from gateway.timestamps import format_instant
 
@@ -87,7 +87,7 @@ class ChannelView:
 def _mg_per_kg_per_h(state: CourseState, rate_ml_per_h: float | None) -> float | None:
     if rate_ml_per_h is None or state.order is None or not state.weight_kg:
         return None
-    return rate_ml_per_h * state.order.concentration_mg_per_ml / state.weight_kg
+    return mg_per_kg(rate_ml_per_h, state.order.concentration_mg_per_ml, state.weight_kg)
 
 
 def _usable_ceiling(state: CourseState) -> float:

@@ -18,6 +18,7 @@ from gateway.dosing import (
     Product,
     course_days_max,
     flat_daily_dose,
+    mg_per_kg,
     titer_daily_dose,
 )
 from gateway.errors import InputError
@@ -104,7 +105,9 @@ def compute_plan(args: argparse.Namespace) -> dict[str, Any]:
             f"{floor_display(ceiling):.2f} mL/h: "
             f"{floor_display(day.projected_shortfall_ml):.2f} mL will not be given today"
         )
-    rate_mg_per_kg_per_h = day.rate_ml_per_h * product.concentration_mg_per_ml / dose.weight_kg
+    rate_mg_per_kg_per_h = mg_per_kg(
+        day.rate_ml_per_h, product.concentration_mg_per_ml, dose.weight_kg
+    )
     return {
         "arm": arm.value,
         "weight_kg": dose.weight_kg,
@@ -120,7 +123,7 @@ def compute_plan(args: argparse.Namespace) -> dict[str, Any]:
         "rate_mg_per_kg_per_h": floor_display(rate_mg_per_kg_per_h),
         "max_rate_ml_per_h": floor_display(ceiling),
         "max_rate_mg_per_kg_per_h": floor_display(
-            ceiling * product.concentration_mg_per_ml / dose.weight_kg
+            mg_per_kg(ceiling, product.concentration_mg_per_ml, dose.weight_kg)
         ),
         "ceiling_ml_per_kg_per_h": args.ceiling_ml_per_kg_per_h,
         "projected_shortfall_ml": floor_display(day.projected_shortfall_ml),
