@@ -10,10 +10,11 @@ of one backend never breaks ``import drivers``.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from drivers.errors import DriverConfigError
-from drivers.url import parse_pump_url
+from drivers.url import merge_options, parse_pump_url
 
 if TYPE_CHECKING:
     from drivers.base import PumpDriver
@@ -39,15 +40,24 @@ def driver_class(scheme: str) -> type[PumpDriver]:
     return cls
 
 
-def make_pump(url: str, **options: object) -> PumpDriver:
-    """A driver for ``url``, not yet connected (``open()`` or ``with`` connects)."""
+def make_pump(
+    url: str, *, defaults: Mapping[str, object] | None = None, **options: object
+) -> PumpDriver:
+    """A driver for ``url``, not yet connected (``open()`` or ``with`` connects; no I/O here).
+
+    ``options`` override the URL's query parameters; ``defaults`` apply only to options the
+    URL does not give: ``make_pump(url, defaults={"timeout_s": 1.0, "retries": 1})``.  Both are
+    validated like the query (an unknown or out-of-range value: :class:`DriverConfigError`).
+    """
     parsed = parse_pump_url(url)
-    return driver_class(parsed.scheme)(parsed, **options)
+    return driver_class(parsed.scheme)(parsed, **merge_options(parsed, options, defaults))
 
 
-def open_pump(url: str, **options: object) -> PumpDriver:
+def open_pump(
+    url: str, *, defaults: Mapping[str, object] | None = None, **options: object
+) -> PumpDriver:
     """A connected, identified driver for ``url``.  Close it (or use ``with``)."""
-    driver = make_pump(url, **options)
+    driver = make_pump(url, defaults=defaults, **options)
     try:
         driver.open()
     except BaseException:

@@ -26,21 +26,25 @@ from pydantic import BaseModel, ConfigDict, Field
 from drivers.approved_rate import ApprovedRate
 from drivers.errors import DriverError, LinkLostError, PumpProtocolError, PumpTimeoutError
 from drivers.status import PumpIdentity, PumpStatus, RateReadback
-from drivers.url import PumpUrl, parse_options, parse_pump_url
+from drivers.url import FiniteNumber, PumpUrl, WholeNumber, parse_options, parse_pump_url
 from protocol.pump_state import PumpAlarm
 
 T = TypeVar("T")
 
 
 class DriverOptions(BaseModel):
-    """Options every backend takes, from the URL query or keyword arguments."""
+    """Options every backend takes, from the URL query or keyword arguments.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Every field is bounded; numbers are finite, whole-number fields take no fractions or bools
+    (:data:`~drivers.url.WholeNumber`, :data:`~drivers.url.FiniteNumber`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     #: Seconds to wait for each reply (real time: the link does not run on a simulated clock).
-    timeout_s: float = Field(default=1.0, gt=0.0, le=30.0)
+    timeout_s: FiniteNumber = Field(default=1.0, gt=0.0, le=30.0)
     #: Extra attempts for a request that is safe to repeat (reads, setpoints, stop).
-    retries: int = Field(default=2, ge=0, le=5)
+    retries: WholeNumber = Field(default=2, ge=0, le=5)
 
 
 class PumpDriver(ABC):

@@ -49,7 +49,7 @@ from drivers.errors import (
     UnsupportedPumpError,
 )
 from drivers.status import PumpIdentity, PumpStatus
-from drivers.url import PumpUrl
+from drivers.url import PumpUrl, WholeNumber
 from protocol.errors import DecodeError, EncodeError
 from protocol.modbus import (
     IDENTIFICATION_SPAN,
@@ -115,9 +115,9 @@ class ModbusOptions(DriverOptions):
     """Options of a ``modbus+tcp`` / ``modbus+rtu`` pump URL."""
 
     #: Modbus unit id (RTU slave address) of the pump.
-    unit: int = Field(default=1, ge=1, le=247)
+    unit: WholeNumber = Field(default=1, ge=1, le=247)
     #: Serial line speed, baud (``modbus+rtu`` only).
-    baud: int = 19200
+    baud: WholeNumber = 19200
     #: Serial parity: N, E or O (``modbus+rtu`` only); the map's default line is 8E1.
     parity: Literal["N", "E", "O"] = "E"
 

@@ -67,7 +67,7 @@ from drivers.errors import (
     UnsupportedPumpError,
 )
 from drivers.status import PumpIdentity, PumpStatus
-from drivers.url import PumpUrl
+from drivers.url import PumpUrl, WholeNumber
 from protocol.newera import (
     CONTINUOUS_VOLUME_ARGUMENT,
     Command,
@@ -160,11 +160,11 @@ class NeweraOptions(DriverOptions):
     """Options of ``newera`` and ``newera+tcp`` URLs (query parameters or keyword arguments)."""
 
     #: Serial line speed, baud (ignored over TCP).
-    baud: int = DEFAULT_BAUD_RATE
+    baud: WholeNumber = DEFAULT_BAUD_RATE
     #: Pump address on the RS-232 network.
-    address: int = Field(default=DEFAULT_ADDRESS, ge=ADDRESS_MIN, le=ADDRESS_MAX)
+    address: WholeNumber = Field(default=DEFAULT_ADDRESS, ge=ADDRESS_MIN, le=ADDRESS_MAX)
     #: If > 0, put the pump in safe mode with this timeout (s) when the driver opens.
-    safe_timeout_s: int = Field(default=0, ge=0, le=SAFE_TIMEOUT_MAX_S)
+    safe_timeout_s: WholeNumber = Field(default=0, ge=0, le=SAFE_TIMEOUT_MAX_S)
 
     @field_validator("baud")
     @classmethod

@@ -6,6 +6,9 @@
     infusion-gateway pump stop     --url URL
     infusion-gateway pump set-rate RATE_ML_PER_H --weight-kg W --url URL [--json]
 
+Options in the URL (``?timeout_s=5&retries=0``) are used as given; a ``--timeout-s`` typed on the
+command line wins over the URL's ``timeout_s``.
+
 ``set-rate`` passes the one safety check first: a rate above 0.4 mL/kg/h x W is refused
 (exit 2) before a byte is sent.  A pump that does not answer exits 1 with the reason.
 """
@@ -17,6 +20,8 @@ import json
 from typing import Any
 
 ACTIONS = ("info", "status", "start", "stop", "set-rate")
+#: Per-request timeout (s) when neither ``--timeout-s`` nor the URL's ``timeout_s`` gives one.
+DEFAULT_TIMEOUT_S = 1.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weight-kg", type=float, help="set-rate: the patient's weight (30-250 kg)"
     )
-    parser.add_argument("--timeout-s", type=float, default=1.0, help="per-request timeout")
+    parser.add_argument(
+        "--timeout-s",
+        type=float,
+        default=None,
+        help="per-request timeout (s); if given, wins over the URL's timeout_s "
+        f"(default: the URL's timeout_s, else {DEFAULT_TIMEOUT_S:g} s)",
+    )
     parser.add_argument("--json", action="store_true")
 
 
@@ -50,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             "RATE_ML_PER_H", f"given only with set-rate, not {args.action}", args.rate_ml_per_h
         )
-    pump = make_pump(args.url, timeout_s=args.timeout_s)
+    # A typed --timeout-s wins over the URL's timeout_s; the URL's wins over the default.
+    typed = {} if args.timeout_s is None else {"timeout_s": args.timeout_s}
+    pump = make_pump(args.url, defaults={"timeout_s": DEFAULT_TIMEOUT_S}, **typed)
     try:
         identity = pump.open()
         result: dict[str, Any]
