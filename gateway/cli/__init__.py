@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("sim", "serve the software pump over NE-1000 or Modbus until stopped"),
     "pump": ("pump", "bedside diagnostics: info, status, start, stop, set-rate on one pump"),
     "run": ("run", "run the gateway daemon (config file, or one channel from flags)"),
+    "token": ("token", "make or rotate the API's token file: token new FILE [--force]"),
     "status": ("client:status", "show a running gateway's channels, days and alarms"),
     "order": ("client:order", "give a waiting channel its patient's order"),
     "titer": ("client:titer", "post a morning IgM titer to a running gateway"),
