@@ -37,8 +37,10 @@ HEMATOCRIT_RANGE: Final[tuple[float, float]] = (0.10, 0.70)
 
 DEFAULT_CONCENTRATION_MG_PER_ML: Final[float] = 50.0
 DEFAULT_IGM_CONTENT_MG_PER_ML: Final[float] = 6.0
-#: Sanity bound on a configured product concentration (mg/mL).
-PRODUCT_MG_PER_ML_MAX: Final[float] = 1000.0
+#: Sanity bounds on a configured product concentration (mg/mL): the trial product is 50 mg/mL
+#: (6 mg/mL IgM); immunoglobulin solutions are 5-20 % (50-200 mg/mL).  1e-9 mg/mL is a typo.
+PRODUCT_MG_PER_ML_MIN: Final[float] = 10.0
+PRODUCT_MG_PER_ML_MAX: Final[float] = 200.0
 
 
 class Arm(StrEnum):
@@ -64,10 +66,9 @@ class Product:
         concentration = finite_in_range(
             "concentration_mg_per_ml",
             self.concentration_mg_per_ml,
-            0.0,
+            PRODUCT_MG_PER_ML_MIN,
             PRODUCT_MG_PER_ML_MAX,
             "mg/mL",
-            low_inclusive=False,
         )
         finite_in_range(
             "igm_content_mg_per_ml",

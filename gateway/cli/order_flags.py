@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Protocol
 
+from gateway.config import ORDER_FLAG_NAMES, OrderConfig, validate_json_model
 from gateway.dosing import Arm
 from gateway.timestamps import parse_instant
 
@@ -36,7 +37,9 @@ def add_order_flags(parser: _Adds, *, required: bool) -> None:
 def order_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The order's fields from the flags, as the config and the API take them.
 
-    Instants are checked here, so a bad one exits 2 before anything is sent or started.
+    The flags are validated here by the same strict model the config and the API use
+    (:class:`OrderConfig`), so a bad one exits 2 with one line naming the flag (``--weight-kg:
+    must be a number from 30 to 250 kg (got 20.0)``) before anything is sent or started.
     """
     fields: dict[str, Any] = {"arm": args.arm, "weight_kg": args.weight_kg}
     for name in ("igm_mg_dl", "hematocrit", "start_override_reason"):
@@ -49,4 +52,13 @@ def order_fields(args: argparse.Namespace) -> dict[str, Any]:
             fields[name] = value
     if args.confirm:
         fields["confirm"] = True
+    validate_order_flags(fields)
     return fields
+
+
+def validate_order_flags(fields: dict[str, Any]) -> OrderConfig:
+    """``fields`` (taken from flags) as a strict :class:`OrderConfig`; ConfigError naming the flag.
+
+    Exit code 2 through the CLI.  A flag left out (``None``) is refused as required.
+    """
+    return validate_json_model(OrderConfig, fields, source="flags", names=ORDER_FLAG_NAMES)

@@ -1,7 +1,9 @@
 """``infusion-gateway plan``: a patient's daily dose, volume and rate, with the ceiling.
 
 No pump is touched.  ``--json`` prints one JSON object; otherwise a small table.  Every displayed
-dose, volume and rate is rounded down, never up.  A titer or weight outside the soft limits
+dose, volume and rate is rounded down, never up.  The flags are validated by the same strict model
+as an order in the config or over the API (:class:`gateway.config.OrderConfig`): a bad one exits 2
+with one line naming the flag.  A titer or weight outside the soft limits
 (:mod:`gateway.soft_limits`) is refused, with the likely unit mix-up, unless ``--confirm``.
 """
 
@@ -11,6 +13,8 @@ import argparse
 import json
 from typing import Any
 
+from gateway.cli.order_flags import validate_order_flags
+from gateway.config import OrderConfig
 from gateway.display import floor_display, floor_dose
 from gateway.dosing import (
     Arm,
@@ -21,7 +25,6 @@ from gateway.dosing import (
     mg_per_kg,
     titer_daily_dose,
 )
-from gateway.errors import InputError
 from gateway.planner import DAY_S, plan_rate
 from gateway.safety import CEILING_MG_PER_KG_PER_H, CEILING_ML_PER_KG_PER_H, ceiling_ml_per_h
 from gateway.soft_limits import (
@@ -73,26 +76,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def order_from_flags(args: argparse.Namespace) -> OrderConfig:
+    """The plan's flags as a strict order; ConfigError (exit 2) naming the bad flag."""
+    fields: dict[str, Any] = {
+        "arm": args.arm,
+        "weight_kg": args.weight_kg,
+        "ceiling_ml_per_kg_per_h": args.ceiling_ml_per_kg_per_h,
+        "product": {
+            "concentration_mg_per_ml": args.concentration_mg_per_ml,
+            "igm_content_mg_per_ml": args.igm_content_mg_per_ml,
+        },
+        "confirm": bool(args.confirm),
+    }
+    for name in ("igm_mg_dl", "hematocrit"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    return validate_order_flags(fields)
+
+
 def compute_plan(args: argparse.Namespace) -> dict[str, Any]:
-    """The plan as a JSON-ready dict; raises InputError naming the bad field."""
-    product = Product(args.concentration_mg_per_ml, args.igm_content_mg_per_ml)
-    arm = Arm(args.arm)
+    """The plan as a JSON-ready dict; raises ConfigError/InputError naming the bad flag."""
+    order = order_from_flags(args)
+    product = order.product.to_product()
+    arm = order.arm
     dose: DailyDose
     if arm is Arm.FLAT:
-        for flag in ("igm_mg_dl", "hematocrit"):
-            if getattr(args, flag) is not None:
-                raise InputError(flag, "omitted for the flat arm", getattr(args, flag))
-        dose = flat_daily_dose(args.weight_kg, product)
+        dose = flat_daily_dose(order.weight_kg, product)
     else:
-        if args.igm_mg_dl is None:
-            raise InputError("igm_mg_per_dl", "given for the titer arm (0-1000 mg/dL)", None)
+        assert order.igm_mg_dl is not None  # OrderConfig requires it for the titer arm
         dose = titer_daily_dose(
-            args.weight_kg, args.igm_mg_dl, args.hematocrit, product, baseline=args.baseline
+            order.weight_kg, order.igm_mg_dl, order.hematocrit, product, baseline=args.baseline
         )
     confirmations = _check_soft_limits(dose, confirm=args.confirm)
     ceiling = ceiling_ml_per_h(
         dose.weight_kg,
-        args.ceiling_ml_per_kg_per_h,
+        order.ceiling_ml_per_kg_per_h,
         concentration_mg_per_ml=product.concentration_mg_per_ml,
     )
     day = plan_rate(
@@ -125,7 +143,7 @@ def compute_plan(args: argparse.Namespace) -> dict[str, Any]:
         "max_rate_mg_per_kg_per_h": floor_display(
             mg_per_kg(ceiling, product.concentration_mg_per_ml, dose.weight_kg)
         ),
-        "ceiling_ml_per_kg_per_h": args.ceiling_ml_per_kg_per_h,
+        "ceiling_ml_per_kg_per_h": order.ceiling_ml_per_kg_per_h,
         "projected_shortfall_ml": floor_display(day.projected_shortfall_ml),
         "capped": dose.capped,
         "infuse": dose.infuse,

@@ -215,19 +215,19 @@ def test_soft_limits_exit_2_one_line_unless_confirmed(
 
 def test_confirm_does_not_pass_a_hard_limit(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "--arm", "flat", "--weight-kg", "260", "--confirm"]) == 2
-    assert "weight_kg: must be a number from 30 to 250 kg" in capsys.readouterr().err
+    assert "--weight-kg: must be a number from 30 to 250 kg" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--arm", "flat", "--weight-kg", "20"], "weight_kg: must be a number from 30 to 250 kg"),
-        (["--arm", "flat", "--weight-kg", "nan"], "weight_kg"),
+        (["--arm", "flat", "--weight-kg", "20"], "--weight-kg: must be a number from 30 to 250 kg"),
+        (["--arm", "flat", "--weight-kg", "nan"], "--weight-kg"),
         (["--arm", "titer", "--weight-kg", "70", "--igm-mg-dl", "30"], "hematocrit"),
-        (["--arm", "titer", "--weight-kg", "70", "--hematocrit", "0.3"], "igm_mg_per_dl"),
+        (["--arm", "titer", "--weight-kg", "70", "--hematocrit", "0.3"], "--igm-mg-dl"),
         (
             ["--arm", "titer", "--weight-kg", "70", "--igm-mg-dl", "-5", "--hematocrit", "0.3"],
-            "igm_mg_per_dl: must be a number from 0 to 1000 mg/dL",
+            "--igm-mg-dl: must be a number from 0 to 1000 mg/dL",
         ),
         (
             ["--arm", "titer", "--weight-kg", "70", "--igm-mg-dl", "30", "--hematocrit", "0.8"],
@@ -235,11 +235,11 @@ def test_confirm_does_not_pass_a_hard_limit(capsys: pytest.CaptureFixture[str]) 
         ),
         (
             ["--arm", "flat", "--weight-kg", "70", "--ceiling-ml-per-kg-per-h", "0.5"],
-            "ceiling_ml_per_kg_per_h",
+            "--ceiling-ml-per-kg-per-h",
         ),
         (["--arm", "bolus", "--weight-kg", "70"], "invalid choice"),
         (["--arm", "flat", "--weight-kg", "seventy"], "invalid float value"),
-        (["--arm", "flat", "--weight-kg", "70", "--igm-mg-dl", "30"], "igm_mg_dl"),
+        (["--arm", "flat", "--weight-kg", "70", "--igm-mg-dl", "30"], "--igm-mg-dl"),
     ],
 )
 def test_invariant_7_plan_bad_input_exit_2_one_line(
@@ -262,4 +262,4 @@ def test_console_script_bad_input_has_no_traceback() -> None:
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert "weight_kg" in proc.stderr
+    assert "--weight-kg" in proc.stderr

@@ -87,7 +87,7 @@ def test_pump_unreachable_exits_1_with_reason(capsys: pytest.CaptureFixture[str]
         (["sim", "--listen", "udp://x"], "--listen"),
         (["sim", "--time-scale", "0"], "--time-scale"),
         (["demo", "--days", "9"], "--days"),
-        (["demo", "--weight-kg", "10"], "weight_kg"),
+        (["demo", "--weight-kg", "10"], "--weight-kg"),
     ],
 )
 def test_invariant_7_cli_bad_input_exit_2(
