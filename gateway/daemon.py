@@ -36,6 +36,8 @@ TIME_SCALE_KEY = "time_scale"
 #: Active alarms that make the daemon not ready: the pump could not be stopped, or the journal
 #: could not record.  Matched by string (raised by the channel).
 UNREADY_ALARM_CODES = frozenset({"stop_failed", "journal_failed"})
+#: A control cycle starting later than this (real seconds) after it was due is logged.
+TICK_LATE_WARN_S = 0.05
 
 
 class TimeScaleChangedError(ConfigError):
@@ -118,12 +120,16 @@ class Gateway:
         self.started_real_s = time.monotonic()
         self.cycles = 0
         self.last_cycle_ok = False
+        #: How late (real seconds) ticks started against their schedule: the last and the worst.
+        self.last_tick_lateness_s = 0.0
+        self.last_cycle_real_s = 0.0
+        self.max_tick_lateness_s = 0.0
         control = config.control
 
         def default_factory(url: str) -> PumpDriver:
-            return make_pump(
-                url, timeout_s=control.request_timeout_s, retries=control.request_retries
-            )
+            # Defaults only: a pump URL's own ?timeout_s=&retries= win (drivers.url).
+            defaults = {"timeout_s": control.request_timeout_s, "retries": control.request_retries}
+            return make_pump(url, defaults=defaults)
 
         factory = driver_factory or default_factory
         self.channels: dict[str, Channel] = {}
@@ -167,7 +173,8 @@ class Gateway:
         self.cycles += 1
         self.last_cycle_ok = ok
         self.metrics.cycles.labels("ok" if ok else "failed").inc()
-        self.metrics.cycle_seconds.set(time.monotonic() - started)
+        self.last_cycle_real_s = time.monotonic() - started
+        self.metrics.cycle_seconds.set(self.last_cycle_real_s)
         self.metrics.update(self.snapshots())
         if ok:
             self.notifier.ready(status=f"{len(self.channels)} channel(s)")
@@ -184,30 +191,51 @@ class Gateway:
     ) -> None:
         """Tick until ``stop`` is set (or ``max_ticks`` / ``until()``), then shut down.
 
-        ``after_tick`` runs after every tick (the demo's virtual patient and operator).
+        ``after_tick`` runs after every tick (the demo's virtual patient and operator).  On real
+        (or scaled) time each tick is due one poll interval after the previous one started; how
+        late it starts is measured (:attr:`max_tick_lateness_s`, and a metric).
         """
         try:
+            due_real_s = time.monotonic()
             while not stop.is_set():
-                tick_start = self.clock.monotonic()
+                started_real_s = time.monotonic()
+                if not isinstance(self.clock, ManualClock):
+                    self._record_lateness(started_real_s - due_real_s)
                 await self.tick()
                 if after_tick is not None:
                     after_tick()
                 if (max_ticks is not None and self.cycles >= max_ticks) or (until and until()):
                     break
-                await self._wait_for_next_tick(tick_start, stop)
+                due_real_s = started_real_s + self.poll_interval_real_s
+                await self._wait_for_next_tick(due_real_s, stop)
         finally:
             await self.shutdown("stopped")
 
-    async def _wait_for_next_tick(self, tick_start: float, stop: asyncio.Event) -> None:
+    @property
+    def poll_interval_real_s(self) -> float:
+        """Real seconds between tick starts (the poll interval over the time scale)."""
+        return self.poll_interval_s / max(self.clock.time_scale, 1e-9)
+
+    def _record_lateness(self, lateness_s: float) -> None:
+        lateness_s = max(lateness_s, 0.0)
+        self.last_tick_lateness_s = lateness_s
+        self.max_tick_lateness_s = max(self.max_tick_lateness_s, lateness_s)
+        self.metrics.tick_lateness.observe(lateness_s)
+        if lateness_s > TICK_LATE_WARN_S:
+            log.warning(
+                "tick_late",
+                lateness_s=round(lateness_s, 4),
+                previous_cycle_real_s=round(self.last_cycle_real_s, 4),
+                cycles=self.cycles,
+            )
+
+    async def _wait_for_next_tick(self, due_real_s: float, stop: asyncio.Event) -> None:
         if isinstance(self.clock, ManualClock):
             self.clock.advance(self.poll_interval_s)
             await asyncio.sleep(0)
             return
-        elapsed = self.clock.monotonic() - tick_start
-        remaining_sim = max(self.poll_interval_s - elapsed, 0.0)
-        real = remaining_sim / max(self.clock.time_scale, 1e-9)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=real)
+            await asyncio.wait_for(stop.wait(), timeout=max(due_real_s - time.monotonic(), 0.0))
 
     async def shutdown(self, reason: str) -> None:
         """Journalled, orderly: stop every running pump and close every link."""

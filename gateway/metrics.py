@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from gateway.channel import ChannelState
 
@@ -69,6 +69,12 @@ class GatewayMetrics:
         self.cycle_seconds = Gauge(
             "infusion_gateway_last_cycle_real_seconds",
             "Real seconds the last control cycle took",
+            registry=r,
+        )
+        self.tick_lateness = Histogram(
+            "infusion_gateway_tick_lateness_seconds",
+            "Real seconds a control cycle started after it was due (the API never delays it)",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
 

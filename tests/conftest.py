@@ -19,7 +19,13 @@ settings.register_profile(
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 #: Threads that may outlive a test: started by libraries once per process, never ours.
-_PROCESS_THREADS = ("asyncio_", "ThreadPoolExecutor", "pytest_timeout", "Dummy")
+_PROCESS_THREADS = (
+    "asyncio_",
+    "ThreadPoolExecutor",
+    "pytest_timeout",
+    "Dummy",
+    "AnyIO worker thread",  # anyio's idle pool threads (a TestClient's), ended by anyio itself
+)
 
 
 @pytest.fixture(autouse=True)

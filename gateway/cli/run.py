@@ -5,19 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from gateway.cli.order_flags import add_order_flags, order_fields
-from gateway.config import GatewayConfig, build_config, load_config, parse_host_port
+from gateway.config import GatewayConfig, build_config, load_config
 from gateway.errors import InputError
 from gateway.logs import configure_logging
-
-log = structlog.get_logger("gateway.run")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +24,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     one.add_argument("--channel-id", default="bed1")
     one.add_argument("--poll-interval-s", type=float)
     parser.add_argument("--api", help="HOST:PORT for the HTTP API (loopback by default)")
-    parser.add_argument("--token-file", type=Path, help="file holding the API's bearer token")
+    parser.add_argument(
+        "--token-file", type=Path, help="file holding the API's token (reads and writes)"
+    )
+    parser.add_argument(
+        "--read-token-file", type=Path, help="file holding a second, read-only API token"
+    )
+    parser.add_argument(
+        "--allow-remote-api",
+        action="store_true",
+        help="let --api listen on a non-loopback address (warned at every start)",
+    )
     parser.add_argument("--time-scale", type=float, help="HIL rigs only: simulated s per real s")
     parser.add_argument(
         "--adopt-config-order",
@@ -89,70 +94,17 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
             data["control"] = {"poll_interval_s": args.poll_interval_s}
     if args.time_scale is not None:
         data["time_scale"] = args.time_scale
-    if args.api is not None or args.token_file is not None:
+    api_flags = {
+        "listen": args.api,
+        "token_file": None if args.token_file is None else str(args.token_file),
+        "read_token_file": None if args.read_token_file is None else str(args.read_token_file),
+        "allow_remote": args.allow_remote_api or None,
+    }
+    if any(value is not None for value in api_flags.values()):
         api = dict(data.get("api") or {})
-        if args.api is not None:
-            api["listen"] = args.api
-        if args.token_file is not None:
-            api["token_file"] = str(args.token_file)
+        api.update({key: value for key, value in api_flags.items() if value is not None})
         data["api"] = api
     return build_config(data, source="--config" if args.config else "flags")
-
-
-async def serve(
-    config: GatewayConfig, *, announce: bool = True, adopt_config_order: bool = False
-) -> int:
-    """Run the daemon until SIGTERM/SIGINT; the API (if configured) alongside."""
-    from gateway.api import create_app
-    from gateway.daemon import Gateway
-    from gateway.tokens import read_token_file
-
-    token = read_token_file(config.api.token_file) if config.api and config.api.token_file else None
-    gateway = Gateway(config, adopt_config_order=adopt_config_order)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    server = None
-    server_task = None
-    info: dict[str, Any] = {
-        "channels": list(gateway.channels),
-        "state_dir": str(config.state_dir),
-        "time_scale": config.time_scale,
-        "poll_interval_s": gateway.poll_interval_s,
-    }
-    if config.api is not None:
-        import uvicorn
-
-        host, port = parse_host_port(config.api.listen, "api.listen")
-        server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(gateway, token),
-                host=host,
-                port=port,
-                log_level="warning",
-                lifespan="off",
-            )
-        )
-        server_task = asyncio.create_task(server.serve())
-        while not server.started:
-            if server_task.done():
-                await server_task
-                raise InputError("api.listen", "a free address to listen on", config.api.listen)
-            await asyncio.sleep(0.01)
-        bound = server.servers[0].sockets[0].getsockname()
-        info["api"] = f"{bound[0]}:{bound[1]}"
-    if announce:
-        print(json.dumps(info), flush=True)
-    log.info("gateway_started", **info)
-    try:
-        await gateway.run(stop)
-    finally:
-        if server is not None and server_task is not None:
-            server.should_exit = True
-            await server_task
-    log.info("gateway_stopped", reason="signal")
-    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -163,4 +115,11 @@ def run(args: argparse.Namespace) -> int:
             f"WARNING: --time-scale {config.time_scale:g}: simulated time, for HIL rigs only",
             file=sys.stderr,
         )
-    return asyncio.run(serve(config, adopt_config_order=args.adopt_config_order))
+    from gateway.service import serve
+
+    def announce(info: dict[str, Any]) -> None:
+        print(json.dumps(info), flush=True)
+
+    return asyncio.run(
+        serve(config, adopt_config_order=args.adopt_config_order, on_started=announce)
+    )

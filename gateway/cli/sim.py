@@ -16,7 +16,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from gateway.errors import InputError
+from gateway.config import parse_host_port
+from gateway.errors import ConfigError, InputError
+from gateway.listen import reaches_beyond_loopback, resolve_listen
 
 #: Real seconds between the sim's own clock ticks (alarm packets, watchdog expiry).
 HOUSEKEEPING_S = 0.05
@@ -26,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", choices=["newera", "modbus"], default="newera")
     parser.add_argument(
         "--listen", default="pty", help="pty, or tcp://HOST:PORT (port 0: any free)"
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="let --listen use a non-loopback address (anyone on the network can drive the pump)",
     )
     parser.add_argument(
         "--time-scale", type=float, default=1.0, help="simulated seconds per real second (e.g. 600)"
@@ -46,6 +53,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for line-fault randomness")
 
 
+def check_listen_address(listen: str, *, allow_remote: bool) -> None:
+    """``tcp://HOST:PORT`` must resolve, and to loopback only unless ``allow_remote``."""
+    host, port = parse_host_port(listen.removeprefix("tcp://"), "--listen")
+    remote = reaches_beyond_loopback(resolve_listen("--listen", listen, host, port))
+    if remote and not allow_remote:
+        raise ConfigError(
+            f"--listen {listen!r}: not a loopback address; a simulated pump on the network can"
+            " be driven by anyone who reaches it: add --allow-remote if that is what you want"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from protocol.clock import ScaledClock
     from simulator.model import PumpModel
@@ -53,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not (args.listen == "pty" or args.listen.startswith("tcp://")):
         raise InputError("--listen", "pty or tcp://HOST:PORT", args.listen)
+    if args.listen != "pty":
+        check_listen_address(args.listen, allow_remote=args.allow_remote)
     if not 0 < args.time_scale <= 100_000:
         raise InputError("--time-scale", "a number above 0 and at most 100000", args.time_scale)
     script = load_scenario(str(args.faults)) if args.faults else None
@@ -65,7 +85,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if script is not None:
         model.schedule(script)
-    server = serve(model, protocol=args.protocol, listen=args.listen)
+    try:
+        server = serve(model, protocol=args.protocol, listen=args.listen)
+    except (OSError, RuntimeError) as exc:
+        raise ConfigError(f"--listen {args.listen!r}: cannot listen there: {exc}") from None
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from gateway.channel import Channel
-from gateway.config import ChannelConfig, ControlConfig
+from gateway.config import ChannelConfig, ControlConfig, build_config
+from gateway.daemon import Gateway
 from gateway.journal import Journal
 from protocol.clock import ManualClock
 from simulator.model import PumpModel
@@ -105,3 +106,30 @@ def make_rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
     for rig in rigs:
         rig.driver.close()
         rig.journal.close()
+
+
+#: The titer-arm channel the API tests drive (a model pump behind a placeholder URL).
+API_CHANNEL: dict[str, Any] = {
+    "id": "bed1",
+    "pump": "modbus+tcp://127.0.0.1:1",
+    "arm": "titer",
+    "weight_kg": 70.0,
+    "igm_mg_dl": 30.0,
+    "hematocrit": 0.35,
+    "randomised_at": RANDOMISED_AT,
+    "titer_measured_at": TITER_DRAWN_AT,
+}
+
+
+def model_gateway(state_dir: Path, *channels: dict[str, Any]) -> Gateway:
+    """A Gateway on a ManualClock whose channels all drive one model pump (API tests)."""
+    clock = ManualClock()
+    model = PumpModel(clock, max_rate_ml_per_h=200.0, reservoir_ml=5000.0)
+    config = build_config(
+        {
+            "state_dir": str(state_dir),
+            "control": {"poll_interval_s": 60.0},
+            "channels": list(channels) or [API_CHANNEL],
+        }
+    )
+    return Gateway(config, clock=clock, driver_factory=lambda url: ModelDriver(model))

@@ -10,17 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.api import create_app
-from gateway.config import build_config
 from gateway.daemon import Gateway
-from gateway.errors import ConfigError
-from gateway.tokens import read_token_file
-from protocol.clock import ManualClock
 from protocol.pump_state import PumpAlarm
-from simulator.model import PumpModel
-from tests.gateway.conftest import RANDOMISED_AT, TITER_DRAWN_AT
+from tests.gateway.conftest import model_gateway
 from tests.gateway.model_driver import ModelDriver
 
-TOKEN = "s3cret-token-for-tests"
+TOKEN = "s3cret-token-for-tests-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 #: Blood drawn 30 min before the ManualClock's start.
 DRAWN = "2025-12-31T23:30:00Z"
@@ -28,27 +23,7 @@ DRAWN = "2025-12-31T23:30:00Z"
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[Gateway]:
-    clock = ManualClock()
-    model = PumpModel(clock, max_rate_ml_per_h=200.0, reservoir_ml=5000.0)
-    config = build_config(
-        {
-            "state_dir": str(tmp_path),
-            "control": {"poll_interval_s": 60.0},
-            "channels": [
-                {
-                    "id": "bed1",
-                    "pump": "modbus+tcp://127.0.0.1:1",
-                    "arm": "titer",
-                    "weight_kg": 70.0,
-                    "igm_mg_dl": 30.0,
-                    "hematocrit": 0.35,
-                    "randomised_at": RANDOMISED_AT,
-                    "titer_measured_at": TITER_DRAWN_AT,
-                }
-            ],
-        }
-    )
-    gw = Gateway(config, clock=clock, driver_factory=lambda url: ModelDriver(model))
+    gw = model_gateway(tmp_path)
     yield gw
     asyncio.run(gw.shutdown("test over"))
 
@@ -70,7 +45,7 @@ def test_health_before_and_after_first_cycle(gateway: Gateway, client: TestClien
 
 def test_status_lists_channels_with_days(gateway: Gateway, client: TestClient) -> None:
     asyncio.run(gateway.tick())
-    body = client.get("/v1/channels").json()
+    body = client.get("/v1/channels", headers=AUTH).json()
     (channel,) = body["channels"]
     assert channel["id"] == "bed1"
     assert channel["state"] == "infusing"
@@ -78,8 +53,8 @@ def test_status_lists_channels_with_days(gateway: Gateway, client: TestClient) -
     assert channel["days"][0]["day"] == 1
     assert channel["days"][0]["prescribed_ml"] == pytest.approx(371.583, abs=0.001)
     assert "delivered_ml" in channel["days"][0]
-    assert client.get("/v1/channels/bed1").json()["id"] == "bed1"
-    assert client.get("/v1/channels/bed9").status_code == 404
+    assert client.get("/v1/channels/bed1", headers=AUTH).json()["id"] == "bed1"
+    assert client.get("/v1/channels/bed9", headers=AUTH).status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -200,15 +175,3 @@ def test_metrics_keep_a_cleared_alarm_at_zero(gateway: Gateway, client: TestClie
         asyncio.run(gateway.tick())
     assert channel.state.value == "infusing"
     assert f"{series} 0.0" in client.get("/metrics").text
-
-
-def test_token_file_must_hold_a_real_token(tmp_path: Path) -> None:
-    short = tmp_path / "short"
-    short.write_text("abc\n")
-    with pytest.raises(ConfigError, match="at least 16 characters"):
-        read_token_file(short)
-    with pytest.raises(ConfigError, match="cannot read"):
-        read_token_file(tmp_path / "missing")
-    good = tmp_path / "token"
-    good.write_text(TOKEN + "\n")
-    assert read_token_file(good) == TOKEN

@@ -180,10 +180,10 @@ def test_run_drives_sim_and_bedside_commands_talk_to_it(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from gateway.cli import main
+    from tests.gateway.token_files import write_token_file
 
     sim, info = simulator
-    token = tmp_path / "token"
-    token.write_text("a-long-enough-test-token\n")
+    token = write_token_file(tmp_path / "token")
     state_dir = tmp_path / "state"
     gateway = _spawn(
         "run",

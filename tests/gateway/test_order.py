@@ -13,13 +13,15 @@ from gateway.api import create_app
 from gateway.channel import ChannelState
 from gateway.config import build_config
 from gateway.daemon import Gateway
+from gateway.tokens import TokenSource
 from protocol.clock import ManualClock
 from protocol.pump_state import PumpState
 from simulator.model import PumpModel
 from tests.gateway.conftest import RANDOMISED_AT, TITER_DRAWN_AT
 from tests.gateway.model_driver import ModelDriver
+from tests.gateway.token_files import write_token_file
 
-TOKEN = "order-test-token-0123456789"
+TOKEN = "order-test-token-0123456789-abcdefghij"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -35,7 +37,8 @@ def rig(tmp_path: Path) -> Iterator[tuple[Gateway, PumpModel, TestClient]]:
         }
     )
     gateway = Gateway(config, clock=clock, driver_factory=lambda url: ModelDriver(model))
-    with TestClient(create_app(gateway, TOKEN)) as client:
+    token = TokenSource(write_token_file(tmp_path / "token", TOKEN))
+    with TestClient(create_app(gateway, token)) as client:
         yield gateway, model, client
     asyncio.run(gateway.shutdown("test over"))
 
@@ -45,7 +48,7 @@ def test_channel_without_order_waits_with_the_pump_stopped(
 ) -> None:
     gateway, model, client = rig
     asyncio.run(gateway.tick())
-    snap = client.get("/v1/channels/bed1").json()
+    snap = client.get("/v1/channels/bed1", headers=AUTH).json()
     assert snap["state"] == "awaiting_order"
     assert snap["ceiling_ml_per_h"] is None
     assert model.snapshot().state is PumpState.STOPPED
@@ -64,7 +67,7 @@ def test_order_over_the_api_starts_the_course(rig: tuple[Gateway, PumpModel, Tes
     }
     assert client.post("/v1/channels/bed1/order", json=body, headers=AUTH).status_code == 202
     asyncio.run(gateway.tick())
-    snap = client.get("/v1/channels/bed1").json()
+    snap = client.get("/v1/channels/bed1", headers=AUTH).json()
     assert snap["state"] == "infusing"
     assert snap["days"][0]["prescribed_ml"] == pytest.approx(371.583, abs=0.001)
     assert model.snapshot().state is PumpState.INFUSING
@@ -116,6 +119,6 @@ def test_pump_running_without_an_order_is_stopped_and_alarmed(
     model.start()  # someone started it at the keypad
     asyncio.run(gateway.tick())
     assert model.snapshot().state is PumpState.STOPPED
-    assert [a["code"] for a in client.get("/v1/channels/bed1").json()["alarms"]] == [
+    assert [a["code"] for a in client.get("/v1/channels/bed1", headers=AUTH).json()["alarms"]] == [
         "state_mismatch"
     ]
