@@ -54,6 +54,25 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def one_line(text: str) -> str:
+    """``text`` with every control character escaped, so an error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _refuse_missing_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """argparse gives ``--flag=--`` the value ``[]`` without calling ``type=`` or checking
+    ``choices``: refuse it as a missing value."""
+    for action in parser._actions:
+        if (
+            action.nargs is None
+            and action.option_strings
+            and getattr(args, action.dest, None) == []
+        ):
+            raise UsageError(
+                f"{parser.prog}: argument {action.option_strings[-1]}: expected one argument"
+            )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, every subcommand registered by its module's ``add_arguments``."""
     parser = _Parser(
@@ -67,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"gateway.cli.{module_path}")
         add = getattr(module, f"add_{suffix}" if suffix else "add_arguments")
         add(sub)
-        sub.set_defaults(_run=getattr(module, f"run_{suffix}" if suffix else "run"))
+        sub.set_defaults(_run=getattr(module, f"run_{suffix}" if suffix else "run"), _parser=sub)
     return parser
 
 
@@ -76,27 +95,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        _refuse_missing_values(args._parser, args)
         code: int = args._run(args)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except GatewayError as exc:
         # A typed input refusal (InputError, ConfigError, ...) is a usage problem (2); an error
         # class may say otherwise (an unreachable daemon or pump is 1).
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return int(getattr(exc, "exit_code", EXIT_USAGE))
     except DriverConfigError as exc:  # a bad pump URL or option: input
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except (DriverError, ProtocolError) as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
     except Exception as exc:
         sim_code = _simulator_exit_code(exc)
         if sim_code is None:
             raise
         print(
-            f"error: {exc}" if sim_code == EXIT_USAGE else f"error: {type(exc).__name__}: {exc}",
+            f"error: {one_line(str(exc))}"
+            if sim_code == EXIT_USAGE
+            else f"error: {type(exc).__name__}: {one_line(str(exc))}",
             file=sys.stderr,
         )
         return sim_code

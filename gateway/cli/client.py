@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from gateway.cli.order_flags import add_order_flags, order_fields
-from gateway.config import parse_host_port
+from gateway.config import CHANNEL_ID_PATTERN, parse_host_port
 from gateway.display import DISPLAY_STEP, DOSE_DISPLAY_STEP_MG_PER_KG, floor_display
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InputError
 from gateway.soft_limits import API_CONFIRM_HOW, CLI_CONFIRM_HOW
 from gateway.timestamps import parse_instant
 from gateway.tokens import read_token_file
@@ -42,6 +43,16 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--token-file", type=Path, help="file holding the API's bearer token")
     parser.add_argument("--json", action="store_true", help="print the API's JSON answer")
+
+
+def channel_id(args: argparse.Namespace) -> str:
+    """``--channel``, checked before it goes into a URL."""
+    value = str(args.channel)
+    if not re.fullmatch(CHANNEL_ID_PATTERN, value):
+        raise InputError(
+            "--channel", "a channel id: a-z and 0-9, then up to 31 of a-z, 0-9, _ and -", value
+        )
+    return value
 
 
 def call(
@@ -186,7 +197,7 @@ def add_weight(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-kg", type=float, required=True, help="30-250 kg")
     parser.add_argument("--reason", default="")
     parser.add_argument(
-        "--confirm", action="store_true", help="use a weight outside 40-150 kg or a >10 % change"
+        "--confirm", action="store_true", help="use a weight outside 40-150 kg or a >10 %% change"
     )
 
 
@@ -227,7 +238,7 @@ def run_vasopressors(args: argparse.Namespace) -> int:
 
 
 def _post(args: argparse.Namespace, what: str, body: dict[str, Any]) -> int:
-    answer = call(args, "POST", f"/v1/channels/{args.channel}/{what}", body)
+    answer = call(args, "POST", f"/v1/channels/{channel_id(args)}/{what}", body)
     note = answer.get("note") if isinstance(answer, dict) else None
     print(
         json.dumps(answer)
