@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from structlog.testing import capture_logs
 
 from gateway.api import create_app
 from gateway.api_guard import MAX_BODY_BYTES
@@ -190,22 +191,20 @@ def test_order_body_is_strict_too(tmp_path: Path) -> None:
 # -- request limits before work --------------------------------------------------------------
 
 
-def test_big_unauthenticated_body_is_refused_before_it_is_read(client: TestClient) -> None:
-    body = b"x" * (MAX_BODY_BYTES * 16)
-    received: list[int] = []
-
-    def stream() -> Iterator[bytes]:
-        for start in range(0, len(body), 4096):
-            received.append(start)
-            yield body[start : start + 4096]
-
-    response = client.post(
-        "/v1/channels/bed1/titers",
-        content=stream(),
-        headers={"Content-Length": str(len(body))},
-    )
-    assert response.status_code == 401
-    assert response.headers["www-authenticate"] == "Bearer"
+@pytest.mark.timeout(30)
+def test_big_unauthenticated_body_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """On a real socket: headers announcing 50 MB and not one byte of body. The 401 can only
+    come before the body is read, since none is ever sent."""
+    with _daemon(tmp_path, poll_interval_s=1.0) as info:
+        host, _, port = info["api"].rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=5) as conn:
+            conn.sendall(
+                b"POST /v1/channels/bed1/titers HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 52428800\r\n\r\n"
+            )
+            answer = conn.recv(4096).decode("latin-1")
+    assert answer.startswith("HTTP/1.1 401 ")
+    assert "www-authenticate: bearer" in answer.lower()
 
 
 def test_declared_oversized_body_is_413_with_a_token(gateway: Gateway, client: TestClient) -> None:
@@ -356,7 +355,13 @@ def test_invariant_7_api_startup_failure_is_one_line_exit_2_and_nothing_journall
 
 
 @contextmanager
-def _daemon(tmp_path: Path, poll_interval_s: float) -> Iterator[dict[str, Any]]:
+def _daemon(
+    tmp_path: Path,
+    poll_interval_s: float,
+    *,
+    listen: str = "127.0.0.1:0",
+    allow_remote: bool = False,
+) -> Iterator[dict[str, Any]]:
     """``serve`` on a thread of the test, as ``infusion-gateway run`` runs it, on a model pump."""
     model = PumpModel(SystemClock(), max_rate_ml_per_h=200.0, reservoir_ml=5000.0)
     config = build_config(
@@ -364,7 +369,8 @@ def _daemon(tmp_path: Path, poll_interval_s: float) -> Iterator[dict[str, Any]]:
             "state_dir": str(tmp_path / "state"),
             "control": {"poll_interval_s": poll_interval_s},
             "api": {
-                "listen": "127.0.0.1:0",
+                "listen": listen,
+                "allow_remote": allow_remote,
                 "token_file": str(write_token_file(tmp_path / "token", TOKEN)),
             },
             "channels": [
@@ -491,3 +497,31 @@ def test_weight_for_a_channel_waiting_for_its_order_is_409_not_dropped(tmp_path:
         assert list(gateway.journal.events("bed1", "weight_received")) == []
     finally:
         asyncio.run(gateway.shutdown("test over"))
+
+
+@pytest.mark.timeout(30)
+def test_remote_bind_when_allowed_warns_at_every_start(tmp_path: Path) -> None:
+    for _start in range(2):  # the same course started twice
+        with (
+            capture_logs() as logs,
+            _daemon(tmp_path, poll_interval_s=1.0, listen="0.0.0.0:0", allow_remote=True) as info,
+        ):
+            assert info["api"].startswith("0.0.0.0:")
+        warnings = [e for e in logs if e["event"] == "api_listening_beyond_loopback"]
+        assert len(warnings) == 1
+        assert warnings[0]["log_level"] == "warning"
+
+
+@pytest.mark.timeout(20)
+def test_unusable_token_file_stops_the_start_before_anything_is_journalled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = _run_argv(tmp_path, "127.0.0.1:0")
+    (tmp_path / "token").chmod(0o644)
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1, err
+    assert err.startswith("error: token_file")
+    assert "chmod 600" in err
+    assert not (tmp_path / "state" / "journal.sqlite3").exists()
