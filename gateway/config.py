@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Mapping
@@ -72,6 +72,12 @@ WholeNumber = Annotated[int, Strict()]
 Flag = Annotated[bool, Strict()]
 #: Free text: a string of at most 500 characters.
 Text500 = Annotated[str, Strict(), StringConstraints(max_length=500)]
+#: An identifier that travels in HL7 fields: printable, no HL7 delimiters (| ^ ~ \\ &).
+HL7Id = Annotated[
+    str, Strict(), StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 ._:/-]+$")
+]
+#: Channels one gateway process serves.
+MAX_CHANNELS = 16
 
 #: NE-1000 safe mode takes 1-255 s; the Modbus profile takes more, but one rule is simpler.
 PUMP_WATCHDOG_S_MAX = 255.0
@@ -90,6 +96,7 @@ _MAX_INT_BITS: Final[int] = 63
 #: A channel id: what the API's paths and the metrics' labels carry.
 CHANNEL_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 _HOST = re.compile(r"[A-Za-z0-9.:%-]{1,253}")
+
 
 class ProductConfig(BaseModel):
     model_config = _STRICT
@@ -212,9 +219,7 @@ class ChannelConfig(BaseModel):
     """
 
     model_config = _STRICT
-    id: Annotated[str, Strict()] = Field(
-        pattern=CHANNEL_ID_PATTERN, min_length=1, max_length=32
-    )
+    id: Annotated[str, Strict()] = Field(pattern=CHANNEL_ID_PATTERN, min_length=1, max_length=32)
     pump: Annotated[str, Strict()] = Field(
         min_length=1,
         max_length=PUMP_URL_MAX_CHARS,
@@ -230,6 +235,11 @@ class ChannelConfig(BaseModel):
     start_override_reason: Text500 | None = None
     titer_measured_at: AwareDatetime | None = None
     confirm: Flag = False
+    #: The patient this channel infuses (HL7 PID-3); if absent, bound by the first accepted HL7
+    #: order.  A message for another patient on this channel is rejected, never applied.
+    patient_id: HL7Id | None = None
+    #: Where the pump stands (HL7 PV1-3 point of care), for orders addressed by bed.
+    bed: HL7Id | None = None
 
     # Checked field by field too, so that every bad field is named in one go.
     _weight = field_validator("weight_kg")(lambda v: None if v is None else validate_weight_kg(v))
@@ -283,6 +293,46 @@ class ApiConfig(BaseModel):
         return check_path_text(str(info.field_name), value, absolute=False)
 
 
+class Hl7Config(BaseModel):
+    """The hospital interface: HL7 v2 over MLLP (IHE PCD).  Off unless configured.
+
+    ``listen``: lab results (ORU^R01) and orders (RGV^O15) come in here; ``send_to``: pump
+    observations (PCD-01 ORU^R01) go out to the interface engine, stored and forwarded.
+    """
+
+    model_config = _STRICT
+    #: HOST:PORT of the inbound MLLP listener (loopback unless ``allow_remote``); None: off.
+    listen: Annotated[str, Strict()] | None = Field(default=None, max_length=LISTEN_MAX_CHARS)
+    allow_remote: Flag = False
+    #: HOST:PORT of the outbound MLLP receiver (the interface engine); None: nothing sent.
+    send_to: Annotated[str, Strict()] | None = Field(default=None, max_length=LISTEN_MAX_CHARS)
+    #: Seconds between a channel's periodic observations (also sent on every state change and
+    #: alarm).
+    observation_interval_s: Number = Field(default=60.0, ge=1.0, le=3600.0)
+    #: MSH-3 and MSH-4 of what the gateway sends.
+    sending_application: HL7Id = "IGM-GATEWAY"
+    sending_facility: HL7Id = "ICU"
+    #: The outbox's bound: above it the oldest unsent observations are dropped (and counted).
+    outbox_max_messages: WholeNumber = Field(default=10_000, ge=100, le=1_000_000)
+    #: Seconds between resends to a receiver that does not answer.
+    resend_interval_s: Number = Field(default=10.0, ge=0.1, le=600.0)
+    #: Order code (RXG-4 / ORC placer code) -> trial arm.
+    arm_codes: dict[HL7Id, Arm] = Field(
+        default_factory=lambda: {"IGMFAT-FLAT": Arm.FLAT, "IGMFAT-TITER": Arm.TITER}
+    )
+    #: Product code (RXG-4 give code) -> the product's concentrations.
+    product_codes: dict[HL7Id, ProductConfig] = Field(
+        default_factory=lambda: {"IGM-ENRICHED-IG-50": ProductConfig()}
+    )
+
+    @field_validator("listen", "send_to")
+    @classmethod
+    def _address(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            parse_host_port(value, str(info.field_name))
+        return value
+
+
 class GatewayConfig(BaseModel):
     model_config = _STRICT
     #: Where the journal lives: an absolute path (the daemon's working directory is ``/``).
@@ -292,7 +342,8 @@ class GatewayConfig(BaseModel):
     time_scale: Number = Field(default=1.0, gt=0.0, le=100_000.0)
     control: ControlConfig = ControlConfig()
     api: ApiConfig | None = None
-    channels: Annotated[list[ChannelConfig], Field(min_length=1, max_length=16)]
+    hl7: Hl7Config | None = None
+    channels: Annotated[list[ChannelConfig], Field(min_length=1, max_length=MAX_CHANNELS)]
 
     @field_validator("state_dir", mode="before")
     @classmethod
