@@ -44,6 +44,8 @@ READ_TOKEN = "read-only-test-token-0123456789-abcdefgh"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 READ_AUTH = {"Authorization": f"Bearer {READ_TOKEN}"}
 DRAWN = "2025-12-31T23:30:00Z"
+#: For the daemons on real time: one instant for the whole module, so a restart keeps its order.
+RANDOMISED_MINUTES_AGO = format_instant(time.time() - 600.0)
 TITER = {"igm_mg_dl": 55, "hematocrit": 0.3, "measured_at": DRAWN}
 CHANNEL = API_CHANNEL
 
@@ -379,7 +381,7 @@ def _daemon(
                     "pump": CHANNEL["pump"],
                     "arm": "flat",
                     "weight_kg": 70.0,
-                    "randomised_at": format_instant(time.time() - 600.0),
+                    "randomised_at": RANDOMISED_MINUTES_AGO,
                 }
             ],
         }
@@ -416,7 +418,7 @@ def _daemon(
         assert "error" not in box, box.get("error")
         yield info
     finally:
-        if "loop" in box:
+        if "loop" in box and not box["loop"].is_closed():
             box["loop"].call_soon_threadsafe(box["stop"].set)
         thread.join(15)
     assert not thread.is_alive()
