@@ -440,6 +440,7 @@ def _lateness(metrics_text: str) -> tuple[float, float]:
     return count, count - on_time
 
 
+@pytest.mark.slow  # a timing claim: measured where no other test shares the two cores
 @pytest.mark.timeout(60)
 def test_control_never_waits_on_the_api_under_a_flood(tmp_path: Path) -> None:
     poll_interval_s = 0.1
