@@ -76,8 +76,10 @@ Text500 = Annotated[str, Strict(), StringConstraints(max_length=500)]
 HL7Id = Annotated[
     str, Strict(), StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 ._:/-]+$")
 ]
-#: Channels one gateway process serves.
-MAX_CHANNELS = 16
+#: Channels one gateway process serves, each stepped on a thread of its own every tick, their
+#: journal commits grouped (one fsync for the channels committing together).  At 64 on two
+#: cores a control cycle takes about 50-80 ms (bench/README.md, ``bench/bench_channels.py``).
+MAX_CHANNELS = 64
 
 #: NE-1000 safe mode takes 1-255 s; the Modbus profile takes more, but one rule is simpler.
 PUMP_WATCHDOG_S_MAX = 255.0
@@ -316,11 +318,11 @@ class Hl7Config(BaseModel):
     outbox_max_messages: WholeNumber = Field(default=10_000, ge=100, le=1_000_000)
     #: Seconds between resends to a receiver that does not answer.
     resend_interval_s: Number = Field(default=10.0, ge=0.1, le=600.0)
-    #: Order code (RXG-4 / ORC placer code) -> trial arm.
+    #: Arm code (the order's OBX ``IGMFAT-ARM``, OBX-5) -> trial arm.
     arm_codes: dict[HL7Id, Arm] = Field(
         default_factory=lambda: {"IGMFAT-FLAT": Arm.FLAT, "IGMFAT-TITER": Arm.TITER}
     )
-    #: Product code (RXG-4 give code) -> the product's concentrations.
+    #: Product code (the order's RXG-4 give code) -> the product's concentrations.
     product_codes: dict[HL7Id, ProductConfig] = Field(
         default_factory=lambda: {"IGM-ENRICHED-IG-50": ProductConfig()}
     )

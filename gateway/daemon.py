@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
 
 import structlog
 
@@ -31,6 +33,14 @@ from protocol.clock import Clock, ManualClock, ScaledClock, SystemClock
 log = structlog.get_logger("gateway.daemon")
 
 DriverFactory = Callable[[str], PumpDriver]
+
+
+class CyclePublisher(Protocol):
+    """Told every channel's snapshot after each control cycle (the HL7 observations)."""
+
+    def after_cycle(self, snapshots: Iterable[Mapping[str, Any]], now_s: float) -> int: ...
+
+
 CLOCK_ANCHOR_KEY = "clock_anchor_wall_s"
 TIME_SCALE_KEY = "time_scale"
 #: Active alarms that make the daemon not ready: the pump could not be stopped, or the journal
@@ -86,6 +96,9 @@ def clock_for(config: GatewayConfig, journal: Journal) -> Clock:
 class Gateway:
     """All channels of one process, their journal, metrics and systemd notifier."""
 
+    #: The threads that step the channels, one per channel (made by the first tick).
+    _step_threads: ThreadPoolExecutor | None = None
+
     def __init__(
         self,
         config: GatewayConfig,
@@ -116,10 +129,12 @@ class Gateway:
         self.clock = clock or clock_for(config, self.journal)
         self.poll_interval_s = config.effective_poll_interval_s
         self.notifier = notifier or Notifier()
-        self.metrics = GatewayMetrics()
+        self.metrics = GatewayMetrics(channel_ids=[c.id for c in config.channels])
         self.started_real_s = time.monotonic()
         self.cycles = 0
         self.last_cycle_ok = False
+        #: Queues pump observations for the hospital interface after each cycle (or None).
+        self.publisher: CyclePublisher | None = None
         #: How late (real seconds) ticks started against their schedule: the last and the worst.
         self.last_tick_lateness_s = 0.0
         self.last_cycle_real_s = 0.0
@@ -158,24 +173,50 @@ class Gateway:
     async def tick(self) -> bool:
         """Step every channel once; True if every cycle completed."""
         started = time.monotonic()
+        # One thread per channel, all at once: a cycle mostly waits (on its pump, on the
+        # journal's fsync, which concurrent cycles share: group commit).  The loop's default
+        # executor has min(32, CPUs + 4) threads: on two cores 64 channels would go in waves.
+        if self._step_threads is None:
+            self._step_threads = ThreadPoolExecutor(
+                max_workers=max(len(self.channels), 1), thread_name_prefix="channel"
+            )
+        loop = asyncio.get_running_loop()
         results = await asyncio.gather(
-            *(asyncio.to_thread(channel.step) for channel in self.channels.values()),
+            *(
+                loop.run_in_executor(
+                    self._step_threads, contextvars.copy_context().run, channel.step
+                )
+                for channel in self.channels.values()
+            ),
             return_exceptions=True,
         )
-        ok = True
+        failed = []
         for channel, result in zip(self.channels.values(), results, strict=True):
             if isinstance(result, BaseException):
-                ok = False
+                failed.append(channel)
                 log.error("cycle_failed", channel=channel.id, error=repr(result))
-                # Unknown state in our own code: stop the pump rather than guess (fail safe).
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(channel.driver.stop)
+        # Unknown state in our own code: stop those pumps rather than guess (fail safe), all at
+        # once (a journal that cannot write fails every channel of the tick together).
+        await asyncio.gather(
+            *(loop.run_in_executor(self._step_threads, c.driver.stop) for c in failed),
+            return_exceptions=True,
+        )
+        ok = not failed
         self.cycles += 1
         self.last_cycle_ok = ok
-        self.metrics.cycles.labels("ok" if ok else "failed").inc()
         self.last_cycle_real_s = time.monotonic() - started
-        self.metrics.cycle_seconds.set(self.last_cycle_real_s)
-        self.metrics.update(self.snapshots())
+        self.metrics.cycle_done(ok, self.last_cycle_real_s)
+        snapshots = self.snapshots()
+        self.metrics.update(
+            snapshots,
+            now_wall_s=self.clock.wall(),
+            link_horizon_s=2.0 * self.poll_interval_s,
+        )
+        if self.publisher is not None:
+            try:
+                self.publisher.after_cycle(snapshots, self.clock.wall())
+            except Exception as exc:  # the hospital interface never stops control
+                log.error("hl7_observation_failed", error=repr(exc))
         if ok:
             self.notifier.ready(status=f"{len(self.channels)} channel(s)")
             self.notifier.watchdog()
@@ -245,6 +286,9 @@ class Gateway:
                 await asyncio.to_thread(channel.shutdown, reason)
             except Exception as exc:  # keep shutting the others down
                 log.error("shutdown_failed", channel=channel.id, error=repr(exc))
+        if self._step_threads is not None:
+            self._step_threads.shutdown(wait=False)
+            self._step_threads = None
         self.journal.close()
 
     # -- status ----------------------------------------------------------------------------

@@ -1,22 +1,63 @@
-"""Prometheus metrics for clinical IT: one registry per gateway (no global state)."""
+"""Prometheus metrics for clinical IT: one registry per gateway (no global state).
+
+Conventions (https://prometheus.io/docs/practices/naming/): names start ``infusion_gateway_``,
+times are seconds (durations) or Unix seconds (``..._timestamp_seconds``), counters end in
+``_total``, and every labelled series a rule needs exists from the first control cycle (at 0),
+so a rule sees it change rather than appear.  Volumes and rates keep the clinical units their
+names say (mL, mL/h): Prometheus has no base unit for volume.
+
+No patient data: labels are channel ids, states, alarm codes, outcomes and the software's
+version only (never a weight, arm, titer, patient id or pump address).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import importlib.metadata
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from gateway.channel import ChannelState
+from gateway.journal import SCHEMA_VERSION
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: The distribution this gateway is installed as (its version labels ``infusion_gateway_info``).
+DISTRIBUTION = "infusion-gateway"
+#: Control-cycle duration buckets (real seconds): a cycle is a few pump requests per channel; a
+#: pump that does not answer costs its request timeouts and retries.
+CYCLE_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: Outcomes of a control cycle (``infusion_gateway_control_cycles_total{outcome}``).
+CYCLE_OUTCOMES = ("ok", "failed")
+
+
+def installed_version() -> str:
+    """This gateway's version as installed, or ``unknown`` when run from an uninstalled tree."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def link_up(snap: Mapping[str, Any], now_wall_s: float, horizon_s: float) -> bool:
+    """The channel heard its pump within ``horizon_s`` and is not in ``link_lost``.
+
+    The same test as the daemon's readiness check (two poll intervals).
+    """
+    last = snap.get("last_good_poll_wall_s")
+    return (
+        snap.get("state") != ChannelState.LINK_LOST.value
+        and last is not None
+        and now_wall_s - float(last) <= horizon_s
+    )
 
 
 class GatewayMetrics:
-    def __init__(self) -> None:
+    def __init__(self, channel_ids: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry()
         #: Alarm series once set stay exported (at 0 when cleared), so a rule sees them end.
         self._alarms_seen: dict[str, set[tuple[str, str]]] = {}
+        self._channels: set[str] = set()
         r = self.registry
         self.state = Gauge(
             "infusion_gateway_channel_state",
@@ -63,9 +104,22 @@ class GatewayMetrics:
             ["channel", "code", "stops"],
             registry=r,
         )
+        # Exposed as infusion_gateway_control_cycles_total (the client adds _total either way).
         self.cycles = Counter(
-            "infusion_gateway_control_cycles", "Control cycles run", ["outcome"], registry=r
+            "infusion_gateway_control_cycles_total",
+            "Control cycles run",
+            ["outcome"],
+            registry=r,
         )
+        for outcome in CYCLE_OUTCOMES:  # both from the start: rate() sees the first failure
+            self.cycles.labels(outcome)
+        self.cycle_duration = Histogram(
+            "infusion_gateway_cycle_duration_seconds",
+            "Real seconds each control cycle took (every channel polled, decided and acted)",
+            buckets=CYCLE_DURATION_BUCKETS,
+            registry=r,
+        )
+        #: Kept for dashboards made before the histogram: the last cycle only.
         self.cycle_seconds = Gauge(
             "infusion_gateway_last_cycle_real_seconds",
             "Real seconds the last control cycle took",
@@ -77,10 +131,94 @@ class GatewayMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
+        self.last_reply = Gauge(
+            "infusion_gateway_pump_last_reply_timestamp_seconds",
+            "Unix time of the pump's last good reply, on the gateway's clock (simulated time"
+            " under time_scale); 0 until the first",
+            ["channel"],
+            registry=r,
+        )
+        self.link = Gauge(
+            "infusion_gateway_pump_link_up",
+            "1 while the pump answered within two poll intervals and the channel is not"
+            " link_lost, else 0",
+            ["channel"],
+            registry=r,
+        )
+        self.info = Gauge(
+            "infusion_gateway_info",
+            "Always 1: the gateway's version and the journal schema version it reads",
+            ["version", "journal_schema"],
+            registry=r,
+        )
+        self.info.labels(installed_version(), str(SCHEMA_VERSION)).set(1.0)
+        # The HL7 outbox (results to the hospital's interface engine), per channel.
+        self.outbox_backlog = Gauge(
+            "infusion_gateway_outbox_backlog_messages",
+            "Messages waiting in the channel's HL7 outbox (not yet acknowledged)",
+            ["channel"],
+            registry=r,
+        )
+        self.outbox_last_ack = Gauge(
+            "infusion_gateway_outbox_last_ack_timestamp_seconds",
+            "Unix time of the last message the receiver acknowledged; 0 until the first",
+            ["channel"],
+            registry=r,
+        )
+        self.outbox_dropped_count = Counter(
+            "infusion_gateway_outbox_dropped_total",
+            "Outbox messages given up on (never delivered)",
+            ["channel"],
+            registry=r,
+        )
+        self.outbox_rejected_count = Counter(
+            "infusion_gateway_outbox_rejected_total",
+            "Outbox messages the receiver refused (HL7 AE/AR acknowledgements)",
+            ["channel"],
+            registry=r,
+        )
+        for channel in channel_ids:
+            self._add_channel(channel)
 
-    def update(self, snapshots: Iterable[dict[str, Any]]) -> None:
+    def _add_channel(self, channel: str) -> None:
+        """Make the channel's series that have no value of their own yet exist, at 0."""
+        if channel in self._channels:
+            return
+        self._channels.add(channel)
+        for metric in (
+            self.last_reply,
+            self.link,
+            self.outbox_backlog,
+            self.outbox_last_ack,
+            self.outbox_dropped_count,
+            self.outbox_rejected_count,
+        ):
+            metric.labels(channel)
+
+    # -- the control loop ------------------------------------------------------------------
+
+    def cycle_done(self, ok: bool, duration_s: float) -> None:
+        """One control cycle ended: its outcome and how long it took (real seconds)."""
+        self.cycles.labels("ok" if ok else "failed").inc()
+        self.cycle_duration.observe(max(duration_s, 0.0))
+        self.cycle_seconds.set(duration_s)
+
+    def update(
+        self,
+        snapshots: Iterable[dict[str, Any]],
+        *,
+        now_wall_s: float | None = None,
+        link_horizon_s: float | None = None,
+    ) -> None:
+        """Per-channel series from the channels' snapshots.
+
+        ``now_wall_s`` and ``link_horizon_s`` (the gateway clock's wall time and two poll
+        intervals) decide ``infusion_gateway_pump_link_up``; without them a channel's link is up
+        when it is not ``link_lost`` and has heard its pump at all.
+        """
         for snap in snapshots:
             channel = snap["id"]
+            self._add_channel(channel)
             for state in ChannelState:
                 self.state.labels(channel, state.value).set(
                     1.0 if snap["state"] == state.value else 0.0
@@ -99,6 +237,33 @@ class GatewayMetrics:
             for code, stops in active | self._alarms_seen.get(channel, set()):
                 self.alarm.labels(channel, code, stops).set(1.0 if (code, stops) in active else 0.0)
             self._alarms_seen[channel] = self._alarms_seen.get(channel, set()) | active
+            last = snap.get("last_good_poll_wall_s")
+            if last is not None:
+                self.last_reply.labels(channel).set(float(last))
+            if now_wall_s is None or link_horizon_s is None:
+                up = snap.get("state") != ChannelState.LINK_LOST.value and last is not None
+            else:
+                up = link_up(snap, now_wall_s, link_horizon_s)
+            self.link.labels(channel).set(1.0 if up else 0.0)
+
+    # -- the HL7 outbox --------------------------------------------------------------------
+
+    def outbox_state(self, channel: str, backlog: int, last_ack_s: float | None) -> None:
+        """The outbox's backlog (messages) and the Unix time of its last ack (None: none yet)."""
+        self._add_channel(channel)
+        self.outbox_backlog.labels(channel).set(float(backlog))
+        if last_ack_s is not None:
+            self.outbox_last_ack.labels(channel).set(float(last_ack_s))
+
+    def outbox_dropped(self, channel: str, n: int = 1) -> None:
+        """``n`` messages given up on (never to be delivered)."""
+        self._add_channel(channel)
+        self.outbox_dropped_count.labels(channel).inc(n)
+
+    def outbox_rejected(self, channel: str, n: int = 1) -> None:
+        """``n`` messages the receiver refused."""
+        self._add_channel(channel)
+        self.outbox_rejected_count.labels(channel).inc(n)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

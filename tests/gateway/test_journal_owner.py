@@ -145,7 +145,7 @@ def test_a_second_process_is_refused_and_a_killed_holder_releases(tmp_path: Path
         holder.kill()
         holder.communicate(timeout=30)
     with Journal(tmp_path) as journal:
-        assert journal.get_meta("schema_version") == "1"
+        assert journal.get_meta("schema_version") == "2"
 
 
 @pytest.mark.timeout(60)
@@ -237,7 +237,7 @@ def test_another_schema_version_is_refused_and_releases_the_directory(tmp_path: 
         raw.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     raw.close()
     for _ in range(2):  # a JournalError, not JournalLockedError, the second time too
-        with pytest.raises(JournalError, match="schema version 99, this gateway reads 1") as e:
+        with pytest.raises(JournalError, match="schema version 99, this gateway reads 2") as e:
             Journal(tmp_path)
         assert not isinstance(e.value, JournalLockedError)
 
