@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from gateway.config import GatewayConfig, parse_host_port
+from gateway.config import GatewayConfig, Hl7Config, parse_host_port
 from gateway.daemon import DriverFactory, Gateway
 from gateway.errors import ConfigError, GatewayError
 from gateway.listen import reaches_beyond_loopback, resolve_listen
@@ -68,15 +68,26 @@ def bind_api(listen: str, *, allow_remote: bool) -> BoundApi:
     ConfigError (one line naming ``api.listen``) for an unresolvable host, a remote address
     without ``allow_remote``, or an address that cannot be bound (in use, not this machine's).
     """
-    host, port = parse_host_port(listen, "api.listen")
-    infos = resolve_listen("api.listen", listen, host, port)
+    return bind_listener(
+        "api.listen",
+        listen,
+        allow_remote=allow_remote,
+        why_local="the API serves patient data and commands, so listening beyond this machine"
+        " needs api.allow_remote = true (and a firewall or TLS proxy in front; see"
+        " docs/operations.md)",
+        flag="--api or api.listen",
+    )
+
+
+def bind_listener(
+    setting: str, listen: str, *, allow_remote: bool, why_local: str, flag: str
+) -> BoundApi:
+    """A listening socket on ``listen`` (HOST:PORT), bound now; see :func:`bind_api`."""
+    host, port = parse_host_port(listen, setting)
+    infos = resolve_listen(setting, listen, host, port)
     remote = reaches_beyond_loopback(infos)
     if remote and not allow_remote:
-        raise ConfigError(
-            f"api.listen {listen!r}: not a loopback address; the API serves patient data and"
-            " commands, so listening beyond this machine needs api.allow_remote = true (and a"
-            " firewall or TLS proxy in front; see docs/operations.md)"
-        )
+        raise ConfigError(f"{setting} {listen!r}: not a loopback address; {why_local}")
     family, kind, proto, _, sockaddr = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -88,12 +99,66 @@ def bind_api(listen: str, *, allow_remote: bool) -> BoundApi:
     except OSError as exc:
         sock.close()
         raise ConfigError(
-            f"api.listen {listen!r}: cannot listen there: {exc.strerror or exc} (is another"
-            " gateway or service on that port? choose another port with --api or api.listen)"
+            f"{setting} {listen!r}: cannot listen there: {exc.strerror or exc} (is another"
+            f" gateway or service on that port? choose another port with {flag})"
         ) from None
     bound_host, bound_port = sock.getsockname()[:2]
     address = f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
     return BoundApi(sock, address, remote)
+
+
+def bind_hl7(hl7: Hl7Config | None) -> BoundApi | None:
+    """The inbound MLLP socket, if ``[hl7] listen`` is set (bound before the journal opens)."""
+    if hl7 is None or hl7.listen is None:
+        return None
+    return bind_listener(
+        "hl7.listen",
+        hl7.listen,
+        allow_remote=hl7.allow_remote,
+        why_local="orders and lab results change doses, so listening beyond this machine needs"
+        " hl7.allow_remote = true (and a firewall that admits only the interface engine)",
+        flag="hl7.listen",
+    )
+
+
+class Hl7Interface:
+    """The hospital interface of one gateway: the MLLP listener and the outbox's sender."""
+
+    def __init__(self, gateway: Gateway, hl7: Hl7Config, bound: BoundApi | None) -> None:
+        from gateway.hl7_inbound import InboundHandler
+        from gateway.hl7_outbound import ObservationPublisher
+        from gateway.hl7_server import MllpListener
+        from gateway.outbox import Outbox, OutboxSender
+
+        self.listener = (
+            MllpListener(bound.sock, InboundHandler(gateway, hl7).handle) if bound else None
+        )
+        self.sender: OutboxSender | None = None
+        if hl7.send_to is not None:
+            outbox = Outbox(
+                gateway.journal,
+                gateway.clock,
+                max_messages=hl7.outbox_max_messages,
+                metrics=gateway.metrics,
+            )
+            gateway.publisher = ObservationPublisher(
+                outbox, hl7, gateway.journal, gateway.config.channels
+            )
+            self.sender = OutboxSender(outbox, hl7.send_to, resend_interval_s=hl7.resend_interval_s)
+
+    async def start(self, info: dict[str, Any]) -> None:
+        if self.listener is not None:
+            await self.listener.start()
+            info["hl7"] = self.listener.address
+        if self.sender is not None:
+            self.sender.start()
+
+    async def stop(self) -> None:
+        """Before the control loop's shutdown closes the journal."""
+        if self.listener is not None:
+            await self.listener.close()
+        if self.sender is not None:
+            await asyncio.to_thread(self.sender.stop)
 
 
 class ControlThread:
@@ -170,19 +235,26 @@ async def serve(
     the API listens and the control loop runs.
     """
     write_token, read_token = read_tokens(config)
-    bound = (
-        bind_api(config.api.listen, allow_remote=config.api.allow_remote)
-        if config.api is not None
-        else None
-    )
+    sockets: list[socket.socket] = []
     try:
+        bound = (
+            bind_api(config.api.listen, allow_remote=config.api.allow_remote)
+            if config.api is not None
+            else None
+        )
+        if bound is not None:
+            sockets.append(bound.sock)
+        hl7_bound = bind_hl7(config.hl7)
+        if hl7_bound is not None:
+            sockets.append(hl7_bound.sock)
         gateway = Gateway(
             config, adopt_config_order=adopt_config_order, driver_factory=driver_factory
         )
     except BaseException:
-        if bound is not None:
-            bound.sock.close()
+        for sock in sockets:
+            sock.close()
         raise
+    hl7 = Hl7Interface(gateway, config.hl7, hl7_bound) if config.hl7 is not None else None
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     if threading.current_thread() is threading.main_thread():
@@ -220,6 +292,10 @@ async def serve(
                     listen=bound.address,
                     message="the API is reachable from other machines (api.allow_remote)",
                 )
+        if hl7 is not None:
+            await hl7.start(info)
+            if hl7_bound is not None and hl7_bound.remote:
+                log.warning("hl7_listening_beyond_loopback", listen=hl7_bound.address)
         log.info("gateway_started", **info)
         if on_started is not None:
             on_started(info)
@@ -228,10 +304,12 @@ async def serve(
         if server is not None and server_task is not None:
             server.should_exit = True
             await server_task
+        if hl7 is not None:
+            await hl7.stop()
         control.stop()
         await asyncio.to_thread(control.join)
-        if bound is not None:
-            bound.sock.close()
+        for sock in sockets:
+            sock.close()
     if control.error is not None:
         raise ControlLoopFailedError(f"the control loop failed: {control.error!r}")
     log.info("gateway_stopped", reason="signal")

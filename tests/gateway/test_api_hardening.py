@@ -13,10 +13,9 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,10 @@ from gateway.cli import main
 from gateway.config import build_config
 from gateway.daemon import Gateway
 from gateway.errors import ConfigError
-from gateway.service import bind_api, serve
+from gateway.service import bind_api
 from gateway.timestamps import format_instant
-from protocol.clock import SystemClock
-from simulator.model import PumpModel
 from tests.gateway.conftest import API_CHANNEL, RANDOMISED_AT, model_gateway
-from tests.gateway.model_driver import ModelDriver
+from tests.gateway.daemon_thread import running_daemon
 from tests.gateway.token_files import write_token_file
 
 TOKEN = "hardening-test-token-0123456789-abcdefgh"
@@ -356,73 +353,36 @@ def test_invariant_7_api_startup_failure_is_one_line_exit_2_and_nothing_journall
 # -- control never waits on the API ----------------------------------------------------------
 
 
-@contextmanager
 def _daemon(
     tmp_path: Path,
     poll_interval_s: float,
     *,
     listen: str = "127.0.0.1:0",
     allow_remote: bool = False,
-) -> Iterator[dict[str, Any]]:
-    """``serve`` on a thread of the test, as ``infusion-gateway run`` runs it, on a model pump."""
-    model = PumpModel(SystemClock(), max_rate_ml_per_h=200.0, reservoir_ml=5000.0)
-    config = build_config(
-        {
-            "state_dir": str(tmp_path / "state"),
-            "control": {"poll_interval_s": poll_interval_s},
-            "api": {
-                "listen": listen,
-                "allow_remote": allow_remote,
-                "token_file": str(write_token_file(tmp_path / "token", TOKEN)),
-            },
-            "channels": [
-                {
-                    "id": "bed1",
-                    "pump": CHANNEL["pump"],
-                    "arm": "flat",
-                    "weight_kg": 70.0,
-                    "randomised_at": RANDOMISED_MINUTES_AGO,
-                }
-            ],
-        }
-    )
-    started = threading.Event()
-    info: dict[str, Any] = {}
-    box: dict[str, Any] = {}
-
-    def on_started(facts: dict[str, Any]) -> None:
-        info.update(facts)
-        started.set()
-
-    async def main_loop() -> None:
-        box["loop"] = asyncio.get_running_loop()
-        box["stop"] = asyncio.Event()
-        await serve(
-            config,
-            driver_factory=lambda url: ModelDriver(model),
-            on_started=on_started,
-            stop=box["stop"],
+) -> AbstractContextManager[dict[str, Any]]:
+    """The daemon as ``run`` starts it, one flat-arm channel on a model pump, the API on."""
+    return running_daemon(
+        build_config(
+            {
+                "state_dir": str(tmp_path / "state"),
+                "control": {"poll_interval_s": poll_interval_s},
+                "api": {
+                    "listen": listen,
+                    "allow_remote": allow_remote,
+                    "token_file": str(write_token_file(tmp_path / "token", TOKEN)),
+                },
+                "channels": [
+                    {
+                        "id": "bed1",
+                        "pump": CHANNEL["pump"],
+                        "arm": "flat",
+                        "weight_kg": 70.0,
+                        "randomised_at": RANDOMISED_MINUTES_AGO,
+                    }
+                ],
+            }
         )
-
-    def target() -> None:
-        try:
-            asyncio.run(main_loop())
-        except BaseException as exc:
-            box["error"] = exc
-            started.set()
-
-    thread = threading.Thread(target=target, name="test-daemon")
-    thread.start()
-    try:
-        assert started.wait(15), "the daemon did not start"
-        assert "error" not in box, box.get("error")
-        yield info
-    finally:
-        if "loop" in box and not box["loop"].is_closed():
-            box["loop"].call_soon_threadsafe(box["stop"].set)
-        thread.join(15)
-    assert not thread.is_alive()
-    assert "error" not in box, box.get("error")
+    )
 
 
 def _lateness(metrics_text: str) -> tuple[float, float]:

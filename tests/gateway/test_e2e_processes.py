@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -120,20 +121,29 @@ def slower_simulator() -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]
     yield from _running(_spawn_simulator(RESTART_TIME_SCALE))
 
 
+def _restartable_config(
+    tmp_path: Path, pump_url: str, *, sections: str = "", channel: str = ""
+) -> Path:
+    """A flat-arm channel at RESTART_TIME_SCALE that may auto-resume after an hour's outage."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n'
+        f"time_scale = {RESTART_TIME_SCALE}\n"
+        "[control.auto_resume]\nmax_gap_s = 3600\n"
+        f"{sections}"
+        "[[channels]]\n"
+        f'id = "bed1"\npump = "{pump_url}"\narm = "flat"\nweight_kg = 70\n'
+        f"{channel}randomised_at = {_an_hour_ago()}\n"
+    )
+    return config
+
+
 def test_invariant_6_kill_9_mid_day_then_restart(
     slower_simulator: tuple[subprocess.Popen[str], dict[str, Any]], tmp_path: Path
 ) -> None:
     sim, info = slower_simulator
     state_dir = tmp_path / "state"
-    config = tmp_path / "gateway.toml"
-    config.write_text(
-        f'state_dir = "{state_dir}"\n'
-        f"time_scale = {RESTART_TIME_SCALE}\n"
-        "[control.auto_resume]\nmax_gap_s = 3600\n"
-        "[[channels]]\n"
-        f'id = "bed1"\npump = "{info["pump_url"]}"\narm = "flat"\nweight_kg = 70\n'
-        f"randomised_at = {_an_hour_ago()}\n"
-    )
+    config = _restartable_config(tmp_path, info["pump_url"])
     log = (tmp_path / "gateway.log").open("w")
     gateway = _spawn("run", "--config", str(config), stderr=log)
     try:
@@ -322,3 +332,61 @@ def test_two_processes_at_600x_deliver_a_day_within_half_a_percent(tmp_path: Pat
         alarms = list(conn.execute("SELECT payload FROM events WHERE kind = 'alarm'"))
     assert alarms == []  # no spurious silence or watchdog stop at this scale
     assert final["lifetime_volume_infused_ml"] >= day1[2] - 0.01
+
+
+def _outbox(state_dir: Path, status: str) -> list[str]:
+    """Control ids of the journal's outbox rows in ``status``, in queue order."""
+    db = state_dir / "journal.sqlite3"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+        try:
+            rows = conn.execute(
+                "SELECT control_id FROM outbox WHERE status = ? ORDER BY seq", (status,)
+            )
+            return [row[0] for row in rows]
+        except sqlite3.OperationalError:
+            return []
+
+
+def test_kill_9_with_an_hl7_backlog_loses_nothing(
+    slower_simulator: tuple[subprocess.Popen[str], dict[str, Any]], tmp_path: Path
+) -> None:
+    """The receiver is down; the gateway queues observations and is killed; restarted with the
+    receiver back, every observation queued before the kill arrives, in order."""
+    from tests.gateway.hl7_hospital import receiver
+
+    _, info = slower_simulator
+    with socket.socket() as probe:  # a port nobody listens on until the receiver comes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    state_dir = tmp_path / "state"
+    config = _restartable_config(
+        tmp_path,
+        info["pump_url"],
+        sections="[hl7]\n"
+        f'send_to = "127.0.0.1:{port}"\nobservation_interval_s = 60\nresend_interval_s = 30\n',
+        channel='patient_id = "MRN7"\n',
+    )
+    log = (tmp_path / "gateway.log").open("w")
+    gateway = _spawn("run", "--config", str(config), stderr=log)
+    try:
+        _first_json_line(gateway)
+        _wait_for(lambda: len(_outbox(state_dir, "pending")) >= 20, 60, "20 queued observations")
+        gateway.kill()  # SIGKILL with a backlog
+        gateway.wait(timeout=10)
+        backlog = _outbox(state_dir, "pending")
+        with receiver(port=port) as engine:
+            gateway = _spawn("run", "--config", str(config), stderr=log)
+            _first_json_line(gateway)
+            _wait_for(
+                lambda: {m.split("\r")[0].split("|")[9] for m in engine.received} >= set(backlog),
+                60,
+                "the backlog delivered",
+            )
+            _stop(gateway)
+            received = [m.split("\r")[0].split("|")[9] for m in engine.received]
+    finally:
+        _stop(gateway)
+        log.close()
+    delivered = [cid for cid in received if cid in set(backlog)]
+    assert delivered[: len(backlog)] == backlog  # in queue order, none lost
+    assert all("PID|||MRN7" in m for m in engine.received)
