@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from enum import Enum
 from typing import Any, Protocol
 
+from gateway.tokens import same_token
+
 #: The largest request body the API reads (bytes).  Its largest real body, an order, is ~600.
 MAX_BODY_BYTES = 4096
 #: Real seconds a client has to send its (small) body.
@@ -38,7 +40,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class TokenCheck(Protocol):
-    """A token source: does ``given`` equal the current token (in constant time)?"""
+    """A token source: the current token (None while it is unusable), and whether ``given``
+    equals it (in constant time)."""
+
+    def current(self) -> str | None: ...
 
     def matches(self, given: str) -> bool: ...
 
@@ -48,16 +53,14 @@ class FixedToken:
     file and follows it when it is rotated."""
 
     def __init__(self, token: str) -> None:
-        self._token = token.encode("ascii")
+        token.encode("ascii")  # a token is ASCII: refuse anything else here, not per request
+        self._token = token
+
+    def current(self) -> str:
+        return self._token
 
     def matches(self, given: str) -> bool:
-        import hmac
-
-        try:
-            candidate = given.encode("ascii")
-        except UnicodeEncodeError:
-            return False
-        return hmac.compare_digest(candidate, self._token)
+        return same_token(self._token, given)
 
 
 class Access(Enum):
@@ -88,7 +91,7 @@ class Credentials:
             return None
         if access is Access.WRITE and self.read is not None and self.read.matches(given):
             return 403, "this token may only read; writes need the write token"
-        if any(getattr(check, "current", lambda: "")() is None for check in checks):
+        if any(check.current() is None for check in checks):
             # A token file turned unusable (rotated badly): the right token cannot be known.
             return 503, "the gateway's token file is unusable; see its log (token_file_invalid)"
         return 401, "a valid bearer token is required"

@@ -198,6 +198,16 @@ class _State(NamedTuple):
     token: str | None
 
 
+def same_token(token: str, given: str) -> bool:
+    """Whether ``given`` equals ``token`` (an ASCII token), in constant time; never raises:
+    a ``given`` that is not ASCII is simply not the token."""
+    try:
+        given_bytes = given.encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(given_bytes, token.encode("ascii"))
+
+
 class TokenSource:
     """The token in a file, re-read whenever the file changes; ``None`` while it is unusable.
 
@@ -227,13 +237,7 @@ class TokenSource:
     def matches(self, given: str) -> bool:
         """Whether ``given`` is the current token (constant time); never raises."""
         token = self.current()
-        if token is None:
-            return False
-        try:
-            given_bytes = given.encode("ascii")
-        except UnicodeEncodeError:
-            return False
-        return hmac.compare_digest(given_bytes, token.encode("ascii"))
+        return token is not None and same_token(token, given)
 
     def _key_now(self) -> FileKey | str:
         try:
