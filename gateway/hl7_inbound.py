@@ -27,9 +27,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import structlog
+from pydantic import ValidationError
 
 from gateway.channel import Channel
-from gateway.config import ChannelConfig, Hl7Config, OrderConfig
+from gateway.config import ChannelConfig, Hl7Config, OrderConfig, format_validation_error
 from gateway.daemon import Gateway
 from gateway.errors import GatewayError
 from gateway.hl7_messages import (
@@ -220,8 +221,8 @@ class InboundHandler:
             data["hematocrit"] = order.baseline_hematocrit.value
         try:
             return OrderConfig.model_validate(data)
-        except ValueError as exc:  # pydantic's ValidationError, or an InputError it carries
-            raise Hl7RefusedError(_first_problem(exc)) from None
+        except ValidationError as exc:  # an InputError of ours arrives inside it
+            raise Hl7RefusedError(format_validation_error(exc, prefix="order")) from None
 
     def _check_ordered_rate(self, order: PumpOrder, config: OrderConfig) -> None:
         if order.ordered_rate_ml_per_h is None:
@@ -270,13 +271,3 @@ def _instant(unix_s: float) -> datetime:
 
 def _reason(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _first_problem(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        where = ".".join(str(part) for part in first.get("loc", ()))
-        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-        return f"{where}: {message}" if where and not message.startswith(where) else message
-    return str(exc)
