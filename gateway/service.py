@@ -29,6 +29,7 @@ from gateway.config import GatewayConfig, Hl7Config, parse_host_port
 from gateway.daemon import DriverFactory, Gateway
 from gateway.errors import ConfigError, GatewayError
 from gateway.listen import reaches_beyond_loopback, resolve_listen
+from gateway.tokens import TokenSource
 
 log = structlog.get_logger("gateway.service")
 
@@ -209,10 +210,8 @@ class ControlThread:
         return self._thread.is_alive()
 
 
-def read_tokens(config: GatewayConfig) -> tuple[Any, Any]:
+def read_tokens(config: GatewayConfig) -> tuple[TokenSource | None, TokenSource | None]:
     """The API's write and read token sources from the config (None where not configured)."""
-    from gateway.tokens import TokenSource
-
     api = config.api
     if api is None:
         return None, None
@@ -316,7 +315,9 @@ async def serve(
     return 0
 
 
-def _api_server(gateway: Gateway, write_token: Any, read_token: Any) -> Any:
+def _api_server(
+    gateway: Gateway, write_token: TokenSource | None, read_token: TokenSource | None
+) -> Any:
     import uvicorn
 
     from gateway.api import create_app
