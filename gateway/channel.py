@@ -18,7 +18,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -98,6 +98,17 @@ def restarted(state: CourseState) -> CourseState:
     )
 
 
+@dataclass(frozen=True)
+class _Published:
+    """What one control cycle left for the channel's status: immutable, so any thread may
+    build the status from it while the next cycle runs."""
+
+    course: CourseState
+    status: PumpStatus | None
+    wall_s: float
+    journal_failed: str | None
+
+
 def _day_records(old: CourseState | None, new: CourseState) -> list[DayRecord]:
     """The journal's day rows that changed between two states."""
     before = {d.day: d for d in old.days} if old is not None else {}
@@ -164,10 +175,14 @@ class Channel:
         self._links = 0
         self._connection: str | None = None
         self._last_status: PumpStatus | None = None
-        self._view: dict[str, Any] = {}
+        self._published = _Published(CourseState(), None, clock.wall(), None)
+        self._snapshot: tuple[_Published, dict[str, Any]] | None = None
         stored = journal.channel_state(self.id)
+        #: The state as the journal last stored it (the day rows are written as changes to it).
+        self._journalled: CourseState | None = None
         if stored is not None:
             self.course = restarted(load_state(stored))
+            self._journalled = self.course
             order = config.order()
             if order is not None:
                 self._reconcile_config_order(order, adopt=adopt_config_order)
@@ -478,18 +493,27 @@ class Channel:
         extra: Sequence[tuple[str, dict[str, Any]]] = (),
         first: bool = False,
     ) -> None:
-        """Write first, act after: the decision's events and state in one transaction."""
-        old = None if first else self.course
+        """Write first, act after: the decision's events and state in one transaction.
+
+        A decision with no event and no effect (a reading that changed nothing the journal
+        shows, between checkpoints) writes nothing: there is nothing to act on, and what it
+        changed (the running totals) is journalled with the next event or checkpoint, at most
+        ``readback_checkpoint_s`` later.  A restart from that state reconciles with the pump's
+        totalizer as after any outage, and estimates high where it cannot read it.
+        """
         events = [*extra, *((e.kind, e.payload) for e in decision.events)]
+        if not events and not decision.effects and not first:
+            self.course = decision.state
+            return
         self.journal.commit(
             self.id,
             events,
             state=dump_state(decision.state),
-            days=_day_records(old, decision.state),
+            days=_day_records(None if first else self._journalled, decision.state),
             wall_s=self.clock.wall(),
             monotonic_s=self.clock.monotonic(),
         )
-        self.course = decision.state
+        self.course = self._journalled = decision.state
         for kind, payload in events:
             self._log.info(kind, **payload)
 
@@ -504,27 +528,39 @@ class Channel:
         self._publish()
 
     def _publish(self) -> None:
+        """Make what the cycle left the channel's status; the JSON is built when asked for."""
+        self._published = _Published(
+            self.course, self._last_status, self.clock.wall(), self._journal_failed
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        """The channel's status as JSON-ready data (thread-safe: built from an immutable
+        record of the last cycle, once per cycle however often it is asked for)."""
+        published = self._published
+        cached = self._snapshot
+        if cached is None or cached[0] is not published:
+            cached = (published, self._view_of(published))
+            self._snapshot = cached
+        return dict(cached[1])
+
+    def _view_of(self, published: _Published) -> dict[str, Any]:
         view = channel_view(
             channel_id=self.id,
             pump_url=self.config.pump,
-            state=self.course,
-            status=self._last_status,
-            now_s=self.clock.wall(),
+            state=published.course,
+            status=published.status,
+            now_s=published.wall_s,
         ).to_json()
-        if self._journal_failed is not None:
+        if published.journal_failed is not None:
             # Nothing after the failure was recorded: do not claim a state we cannot know.
             view["state"] = "unknown"
             view["alarms"] = [
                 *view["alarms"],
                 {
                     "code": "journal_failed",
-                    "detail": f"{self._journal_failed}: the pump was told to stop",
-                    "raised_wall_s": self.clock.wall(),
+                    "detail": f"{published.journal_failed}: the pump was told to stop",
+                    "raised_wall_s": published.wall_s,
                     "stops": True,
                 },
             ]
-        self._view = view
-
-    def snapshot(self) -> dict[str, Any]:
-        """The channel's status as JSON-ready data (thread-safe: replaced whole each cycle)."""
-        return dict(self._view)
+        return view

@@ -49,6 +49,7 @@ from gateway.course_state import (
     CourseDay,
     CourseState,
     Prescription,
+    ReadbackKey,
     TiterRecord,
     TransitionError,
 )
@@ -174,6 +175,9 @@ class _Decider:
         self.effects: list[Effect] = []
         #: A rate program the pump confirmed in this observation: a start may follow.
         self.programmed = False
+        #: A reading not journalled (nothing new in it): its place among the events, its
+        #: payload and what it showed; journalled after all if anything else is decided.
+        self.held_readback: tuple[int, dict[str, Any], ReadbackKey] | None = None
         #: The executor stopped a pump that reached the day's volume before its VTBI was set.
         self.volume_reached = False
         #: A stop was performed in the last round (the next reading must not be infusing).
@@ -184,6 +188,12 @@ class _Decider:
     # -- bookkeeping ------------------------------------------------------------------------
 
     def result(self) -> Decision:
+        if self.held_readback is not None and (self.events or self.effects):
+            # Something was decided on this reading: the journal shows the reading first.
+            index, payload, key = self.held_readback
+            self.held_readback = None
+            self.events.insert(index, Event("readback", payload))
+            self.put_link(readback_journalled_s=self.now, readback_journalled_key=key)
         return Decision(self.s, tuple(self.events), tuple(self.effects))
 
     def emit(self, kind: str, **payload: Any) -> None:
@@ -464,16 +474,7 @@ class _Decider:
         )
         if self.quiet:
             return
-        self.emit(
-            "readback",
-            state=status.state.value,
-            rate_ml_per_h=status.rate_ml_per_h,
-            volume_infused_ml=status.volume_infused_ml,
-            volume_resolution_ml=status.volume_resolution_ml,
-            vtbi_remaining_ml=status.vtbi_remaining_ml,
-            alarms=sorted(a.value for a in status.alarms),
-            delivered_ml=self.s.today.delivered_ml if self.s.today else 0.0,
-        )
+        self.note_readback(status)
         if self.s.link.armed_connection != obs.connection:
             identity = obs.identity
             self.put_link(
@@ -506,6 +507,38 @@ class _Decider:
         if self.s.course_start_s is None and not self.begin_course(status):
             return
         self.drive(status)
+
+    def note_readback(self, status: PumpStatus) -> None:
+        """Journal the reading (a ``readback`` event) when it shows something new, when a
+        checkpoint is due, or (see :meth:`result`) when anything else is decided on it.
+
+        A reading whose state, rate and alarms equal the last journalled one's, within
+        ``readback_checkpoint_s`` of it, is held back: at a 1-s poll the journal then grows by a
+        few hundred kB a day instead of tens of MB, and nothing an auditor needs is lost (every
+        command, alarm and change is journalled; the totalizer at least every checkpoint).
+        """
+        alarms = sorted(a.value for a in status.alarms)
+        payload = {
+            "state": status.state.value,
+            "rate_ml_per_h": status.rate_ml_per_h,
+            "volume_infused_ml": status.volume_infused_ml,
+            "volume_resolution_ml": status.volume_resolution_ml,
+            "vtbi_remaining_ml": status.vtbi_remaining_ml,
+            "alarms": alarms,
+            "delivered_ml": self.s.today.delivered_ml if self.s.today else 0.0,
+        }
+        key = (status.state.value, status.rate_ml_per_h, tuple(alarms))
+        last_s = self.s.link.readback_journalled_s
+        if (
+            last_s is None
+            or key != self.s.link.readback_journalled_key
+            or self.now - last_s >= self.rules.readback_checkpoint_s
+            or self.now < last_s  # the clock went back: say where we are
+        ):
+            self.emit("readback", **payload)
+            self.put_link(readback_journalled_s=self.now, readback_journalled_key=key)
+        else:
+            self.held_readback = (len(self.events), payload, key)
 
     def begin_course(self, status: PumpStatus) -> bool:
         """Start the course unless the pump has history a person must see first (item 6)."""

@@ -24,7 +24,11 @@ from gateway.planner import DayWindow
 from gateway.safety import ceiling_ml_per_h
 
 #: Bump when the shape below changes; an older journal is refused with a clear message.
-STATE_VERSION: Final[int] = 2
+STATE_VERSION: Final[int] = 3
+#: Older versions read by filling in what they lack (2 -> 3: the journalled-readback marks).
+_UPGRADES: Final[dict[int, dict[str, dict[str, Any]]]] = {
+    2: {"link": {"readback_journalled_s": None, "readback_journalled_key": None}},
+}
 
 
 class ChannelState(StrEnum):
@@ -240,6 +244,11 @@ class Commanded:
     at_s: float
 
 
+#: What a journalled reading showed that a later one must differ in to be journalled at once:
+#: pump state, rate (mL/h) and alarm codes.
+ReadbackKey = tuple[str, float, tuple[str, ...]]
+
+
 @dataclass(frozen=True)
 class LinkState:
     """The pump link as the controller last saw it."""
@@ -268,6 +277,10 @@ class LinkState:
     last_good_poll_monotonic_s: float | None = None
     #: After a failed stop: no traffic to the pump until then, so its own watchdog stops it.
     quiet_until_s: float | None = None
+    #: The last reading the journal holds (a ``readback`` event): when, and what it showed that
+    #: a later reading must differ in to be journalled before the next checkpoint.
+    readback_journalled_s: float | None = None
+    readback_journalled_key: ReadbackKey | None = None
 
 
 @dataclass(frozen=True)
@@ -357,6 +370,16 @@ def dump_state(state: CourseState) -> dict[str, Any]:
     return data
 
 
+def _upgraded(data: dict[str, Any], fill: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``data`` at the current version: each named object gets the keys it lacks."""
+    data = {**data, "version": STATE_VERSION}
+    for key, defaults in fill.items():
+        part = data.get(key)
+        if isinstance(part, dict):
+            data[key] = {**defaults, **part}
+    return data
+
+
 def load_state(data: Any) -> CourseState:
     """Read stored state back exactly; :class:`StateError` on any other version or shape."""
     if isinstance(data, str):
@@ -367,6 +390,9 @@ def load_state(data: Any) -> CourseState:
     if not isinstance(data, dict):
         raise StateError("stored channel state is not an object")
     version = data.get("version")
+    if isinstance(version, int) and version in _UPGRADES:
+        data = _upgraded(data, _UPGRADES[version])
+        version = STATE_VERSION
     if version != STATE_VERSION:
         raise StateError(
             f"stored channel state has version {version!r}; this gateway reads version "

@@ -71,3 +71,8 @@ class CourseRules:
     auto_resume_enabled: bool = True
     auto_resume_max_gap_s: float = 120.0
     auto_resume_max_per_day: int = 3
+    #: A pump reading that changes nothing the journal shows (state, rate, alarms) and comes with
+    #: no decision is journalled at most this often (s): a checkpoint of the totalizer and of
+    #: the channel's state.  30 s is the sampling interval of the IEC 60601-2-24 trumpet curve,
+    #: so the course report can still draw it from the journal alone.
+    readback_checkpoint_s: float = 30.0
