@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -52,9 +53,26 @@ def link_up(snap: Mapping[str, Any], now_wall_s: float, horizon_s: float) -> boo
     )
 
 
+@dataclass(frozen=True)
+class _ChannelSeries:
+    """One channel's labelled series that every control cycle sets."""
+
+    states: tuple[tuple[str, Gauge], ...]
+    rate: Gauge
+    ceiling: Gauge
+    day: Gauge
+    prescribed: Gauge
+    delivered: Gauge
+    alarms: Gauge
+    projected_shortfall: Gauge
+    last_reply: Gauge
+    link: Gauge
+
+
 class GatewayMetrics:
     def __init__(self, channel_ids: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry()
+        self._series: dict[str, _ChannelSeries] = {}
         #: Alarm series once set stay exported (at 0 when cleared), so a rule sees them end.
         self._alarms_seen: dict[str, set[tuple[str, str]]] = {}
         self._channels: set[str] = set()
@@ -218,33 +236,55 @@ class GatewayMetrics:
         """
         for snap in snapshots:
             channel = snap["id"]
-            self._add_channel(channel)
-            for state in ChannelState:
-                self.state.labels(channel, state.value).set(
-                    1.0 if snap["state"] == state.value else 0.0
-                )
-            self.rate.labels(channel).set(snap["commanded_rate_ml_per_h"] or 0.0)
-            self.ceiling.labels(channel).set(snap["ceiling_ml_per_h"] or 0.0)
-            self.day.labels(channel).set(snap["day"])
+            series = self._series.get(channel) or self._add_series(channel)
+            current = snap["state"]
+            for state, child in series.states:
+                child.set(1.0 if current == state else 0.0)
+            series.rate.set(snap["commanded_rate_ml_per_h"] or 0.0)
+            series.ceiling.set(snap["ceiling_ml_per_h"] or 0.0)
+            series.day.set(snap["day"])
             today = snap["days"][-1] if snap["days"] else None
-            self.prescribed.labels(channel).set(today["prescribed_ml"] if today else 0.0)
-            self.delivered.labels(channel).set(today["delivered_ml"] if today else 0.0)
-            self.alarms.labels(channel).set(len(snap["alarms"]))
-            self.projected_shortfall.labels(channel).set(
-                (today or {}).get("projected_shortfall_ml") or 0.0
-            )
+            series.prescribed.set(today["prescribed_ml"] if today else 0.0)
+            series.delivered.set(today["delivered_ml"] if today else 0.0)
+            series.alarms.set(len(snap["alarms"]))
+            series.projected_shortfall.set((today or {}).get("projected_shortfall_ml") or 0.0)
             active = {(a["code"], str(a["stops"]).lower()) for a in snap["alarms"]}
-            for code, stops in active | self._alarms_seen.get(channel, set()):
-                self.alarm.labels(channel, code, stops).set(1.0 if (code, stops) in active else 0.0)
-            self._alarms_seen[channel] = self._alarms_seen.get(channel, set()) | active
+            seen = self._alarms_seen.get(channel, set())
+            if active or seen:
+                for code, stops in active | seen:
+                    self.alarm.labels(channel, code, stops).set(
+                        1.0 if (code, stops) in active else 0.0
+                    )
+                self._alarms_seen[channel] = seen | active
             last = snap.get("last_good_poll_wall_s")
             if last is not None:
-                self.last_reply.labels(channel).set(float(last))
+                series.last_reply.set(float(last))
             if now_wall_s is None or link_horizon_s is None:
                 up = snap.get("state") != ChannelState.LINK_LOST.value and last is not None
             else:
                 up = link_up(snap, now_wall_s, link_horizon_s)
-            self.link.labels(channel).set(1.0 if up else 0.0)
+            series.link.set(1.0 if up else 0.0)
+
+    def _add_series(self, channel: str) -> _ChannelSeries:
+        """The channel's per-cycle series, looked up once (``labels()`` takes a lock and
+        builds a key each call: 19 calls per channel per cycle at 64 channels add up)."""
+        self._add_channel(channel)
+        series = _ChannelSeries(
+            states=tuple(
+                (state.value, self.state.labels(channel, state.value)) for state in ChannelState
+            ),
+            rate=self.rate.labels(channel),
+            ceiling=self.ceiling.labels(channel),
+            day=self.day.labels(channel),
+            prescribed=self.prescribed.labels(channel),
+            delivered=self.delivered.labels(channel),
+            alarms=self.alarms.labels(channel),
+            projected_shortfall=self.projected_shortfall.labels(channel),
+            last_reply=self.last_reply.labels(channel),
+            link=self.link.labels(channel),
+        )
+        self._series[channel] = series
+        return series
 
     # -- the HL7 outbox --------------------------------------------------------------------
 
