@@ -1129,6 +1129,12 @@ class _Decider:
             return
         commanded = self.s.commanded
         settled = window_left_s < REPLAN_QUIET_S
+        # Two steps of the totalizer's display spread over what is left of the window: a plan
+        # that moves by less is the display's truncation, not a change in delivery (late in a
+        # day, with 0.1-mL steps, it made the rate flip every poll).
+        display_noise_ml_per_h = (
+            2 * self.s.link.last_volume_resolution_ml * SECONDS_PER_HOUR / max(window_left_s, 1.0)
+        )
         needs_command = (
             commanded is None
             or self.s.replan
@@ -1138,6 +1144,7 @@ class _Decider:
                 > max(
                     2 * self.s.link.rate_resolution_ml_per_h,
                     REPLAN_FRACTION * commanded.rate_ml_per_h,
+                    display_noise_ml_per_h,
                 )
             )
         )
