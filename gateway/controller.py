@@ -164,6 +164,15 @@ def _dose_payload(
     }
 
 
+def _same_draw(record: TiterRecord, item: TiterInput) -> bool:
+    """``item`` is ``record`` again: the same blood draw with the same values."""
+    return (
+        record.measured_at_s == item.measured_at_s
+        and record.igm_mg_dl == item.igm_mg_dl
+        and record.hematocrit == item.hematocrit
+    )
+
+
 class _Decider:
     """The working copy of one decision: state replaced field by field, events, effects."""
 
@@ -355,6 +364,11 @@ class _Decider:
     def take_titer(self, item: TiterInput) -> None:
         if self.s.order is None or self.s.order.arm is not Arm.TITER:
             self.emit("titer_rejected", reason="the channel has no titer-arm order")
+            return
+        same = next((t for t in self.s.titers if _same_draw(t, item)), None)
+        if same is not None and item.corrects_day is None:
+            # The same result again (a retransmission, or typed in after the lab sent it).
+            self.emit("titer_duplicate", seq=same.seq, measured_at_s=item.measured_at_s)
             return
         record = TiterRecord(
             seq=len(self.s.titers),
@@ -895,11 +909,18 @@ class _Decider:
         if day.day == 1:
             return next((t for t in self.s.titers if t.baseline), None)
         earliest = day.nominal_start_s - self.rules.titer_max_age_s
+        # One blood draw doses one day: a draw entered twice (over HL7 and by hand), or
+        # corrected, is two records of one draw, and no day takes a draw another day took.
+        drawn_for_a_day = {
+            t.measured_at_s
+            for t in self.s.titers
+            if t.baseline or self.s.titer_used_by(t.seq) is not None
+        }
         candidates = [
             t
             for t in self.s.titers
             if not t.baseline
-            and self.s.titer_used_by(t.seq) is None
+            and t.measured_at_s not in drawn_for_a_day
             and earliest <= t.measured_at_s <= self.now
         ]
         return max(candidates, key=lambda t: (t.measured_at_s, t.seq), default=None)

@@ -141,6 +141,19 @@ def titer_input(
                 f"the running, prescribed day (now: {running})",
                 corrects_day,
             )
+    if corrects_day is None:
+        for titer in state.titers:
+            if (titer.measured_at_s, titer.igm_mg_dl, titer.hematocrit) == (
+                measured_at_s,
+                igm,
+                hct,
+            ):
+                raise InputError(
+                    "measured_at",
+                    "a blood draw not yet recorded (this result is titer "
+                    f"{titer.seq}, already received; to change its values use corrects_day)",
+                    format_instant(measured_at_s),
+                )
     note = check_titer(igm, confirm=confirm)
     return TiterInput(
         igm_mg_dl=igm,

@@ -11,6 +11,9 @@ import pytest
 import structlog
 from hypothesis import HealthCheck, settings
 
+#: The hazard marker's checks and the results ``python -m tests.trace`` reads (docs/safety.md).
+pytest_plugins = ["tests.hazard_plugin"]
+
 # Deadlines measure the machine, not the code: CI runs on 2 shared cores.
 settings.register_profile("default", deadline=None)
 settings.register_profile(

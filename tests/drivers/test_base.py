@@ -140,6 +140,7 @@ def test_a_status_without_its_totalizer_step_is_refused() -> None:
         PumpStatus(PumpState.STOPPED, 0.0, 0.0, None)  # type: ignore[call-arg]
 
 
+@pytest.mark.hazard("H-OV-01", "H-OV-05")
 def test_set_rate_takes_only_approved_rates_and_reads_back() -> None:
     driver = ScriptedDriver()
     with pytest.raises(TypeError, match="ApprovedRate"):

@@ -86,6 +86,7 @@ def test_identifies_itself(pump: PumpDriver) -> None:
     assert identity.rate_resolution_ml_per_h > 0
 
 
+@pytest.mark.hazard("H-OV-05")
 def test_rate_goes_out_rounded_down_and_reads_back_exactly(pump: PumpDriver) -> None:
     approved = check_rate(15.4826, weight_kg=70.0)
     readback = pump.set_rate(approved)
@@ -150,6 +151,7 @@ def test_pump_refuses_a_rate_above_its_own_maximum(pump: PumpDriver, target: Tar
     assert readback.exact
 
 
+@pytest.mark.hazard("H-CL-01")
 def test_pump_watchdog_stops_it_when_the_host_falls_silent(
     pump: PumpDriver, target: Target
 ) -> None:

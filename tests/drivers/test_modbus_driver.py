@@ -368,6 +368,7 @@ def test_replies_slower_than_the_timeout_time_out_then_the_driver_recovers(
         driver.close()
 
 
+@pytest.mark.hazard("H-CL-03")
 def test_corrupted_rtu_replies_are_typed_errors(model: PumpModel) -> None:
     with ModbusSimulatorServer(model, listen="pty") as server:
         driver = open_driver(server.pump_url)

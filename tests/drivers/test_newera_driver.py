@@ -163,6 +163,7 @@ def test_a_pump_stopped_before_its_vtbi_is_not_complete(
     assert PumpAlarm.VTBI_COMPLETE not in status.alarms
 
 
+@pytest.mark.hazard("H-OV-07")
 def test_vtbi_in_microlitres_on_a_small_syringe(model: PumpModel, clock: ManualClock) -> None:
     with (
         NeweraSimulatorServer(model, diameter_mm=Decimal("8.0")) as server,

@@ -150,6 +150,7 @@ def test_replies_slower_than_usual_but_within_the_timeout_are_fine(
     assert driver.read_status().state is PumpState.STOPPED
 
 
+@pytest.mark.hazard("H-CL-03")
 def test_garbage_before_every_reply_is_skipped(any_driver: NeweraDriver, model: PumpModel) -> None:
     model.line.garbage_probability = 1.0
     for rate in (5.0, 10.0, 20.0):
@@ -157,6 +158,7 @@ def test_garbage_before_every_reply_is_skipped(any_driver: NeweraDriver, model: 
         assert any_driver.read_status().rate_ml_per_h == pytest.approx(rate, abs=0.01)
 
 
+@pytest.mark.hazard("H-CL-03")
 def test_bad_crc_replies_are_protocol_errors_and_the_driver_recovers(
     server: NeweraSimulatorServer, model: PumpModel
 ) -> None:
@@ -304,6 +306,7 @@ def test_endless_alarm_replies_end_in_a_protocol_error(
         assert PumpAlarm.PROGRAM_ERROR in driver._latched_alarms
 
 
+@pytest.mark.hazard("H-CL-03")
 def test_replies_from_another_address_are_ignored(
     scripted: Callable[[Callable[[str], bytes]], ScriptedPump],
 ) -> None:
@@ -318,6 +321,7 @@ def test_replies_from_another_address_are_ignored(
         assert status.rate_ml_per_h == 10.0
 
 
+@pytest.mark.hazard("H-CL-03")
 def test_an_undecodable_reply_is_a_protocol_error(
     scripted: Callable[[Callable[[str], bytes]], ScriptedPump],
 ) -> None:

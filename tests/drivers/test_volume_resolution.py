@@ -153,6 +153,7 @@ _NE_VOLUMES_ML = st.one_of(
 # One pump serves every example: each starts by zeroing the totalizer and refilling the syringe.
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(volume_ml=_NE_VOLUMES_ML)
+@pytest.mark.hazard("H-OV-05")
 def test_ne1000_reading_is_below_the_truth_by_less_than_its_step(
     driver: NeweraDriver, model: PumpModel, clock: ManualClock, volume_ml: float
 ) -> None:

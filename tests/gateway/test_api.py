@@ -67,12 +67,14 @@ def test_status_lists_channels_with_days(gateway: Gateway, client: TestClient) -
         "/v1/channels/bed1/vasopressors-withdrawn",
     ],
 )
+@pytest.mark.hazard("H-AU-01")
 def test_every_write_needs_the_token(client: TestClient, path: str) -> None:
     assert client.post(path, json={}).status_code == 401
     wrong = client.post(path, json={}, headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
 
 
+@pytest.mark.hazard("H-AU-01")
 def test_writes_refused_when_no_token_configured(gateway: Gateway) -> None:
     with TestClient(create_app(gateway, None)) as open_client:
         response = open_client.post("/v1/channels/bed1/ack", json={"operator": "x"}, headers=AUTH)
@@ -126,6 +128,7 @@ def test_writes_refused_when_no_token_configured(gateway: Gateway) -> None:
         ("ack", {"operator": ""}, "operator", "at least 1 character"),
     ],
 )
+@pytest.mark.hazard("H-IN-01")
 def test_invariant_7_bad_api_body_is_422_naming_the_field_and_changes_nothing(
     gateway: Gateway, client: TestClient, path: str, body: dict[str, object], field: str, text: str
 ) -> None:

@@ -86,6 +86,7 @@ def _post_raw(client: TestClient, path: str, raw: bytes, headers: dict[str, str]
         (b'{"igm_mg_dl": 50, "hematocrit": NaN, "measured_at": "%s", "x": NaN}', "body"),
     ],
 )
+@pytest.mark.hazard("H-IN-01")
 def test_invariant_7_nan_or_infinity_in_a_body_is_422_not_500(
     gateway: Gateway, client: TestClient, raw: bytes, field: str
 ) -> None:
@@ -111,6 +112,7 @@ def test_invariant_7_nan_or_infinity_in_a_body_is_422_not_500(
         ("stop", {"operator": "nurse", "reason": "x" * 501}, "reason"),
     ],
 )
+@pytest.mark.hazard("H-IN-01")
 def test_invariant_7_bool_or_string_as_number_is_refused_naming_the_field(
     gateway: Gateway, client: TestClient, path: str, body: dict[str, Any], field: str
 ) -> None:
@@ -128,6 +130,7 @@ def test_strict_number_message_says_what_is_allowed(client: TestClient) -> None:
     assert problem["msg"] == "must be a number (not a string, not true/false)"
 
 
+@pytest.mark.hazard("H-IN-01")
 def test_invariant_7_duplicate_json_keys_are_refused(gateway: Gateway, client: TestClient) -> None:
     before = _events(gateway)
     response = _post_raw(client, "weight", b'{"weight_kg": 70, "weight_kg": 72}')
@@ -155,6 +158,7 @@ def test_invariant_7_duplicate_json_keys_are_refused(gateway: Gateway, client: T
         b"[" * 2000 + b"]" * 2000,
     ],
 )
+@pytest.mark.hazard("H-IN-01")
 def test_a_body_that_is_not_one_json_object_is_422(
     gateway: Gateway, client: TestClient, raw: bytes
 ) -> None:
@@ -191,6 +195,7 @@ def test_order_body_is_strict_too(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.hazard("H-DS-01", "H-AU-01")
 def test_big_unauthenticated_body_is_refused_before_it_is_read(tmp_path: Path) -> None:
     """On a real socket: headers announcing 50 MB and not one byte of body. The 401 can only
     come before the body is read, since none is ever sent."""
@@ -206,6 +211,7 @@ def test_big_unauthenticated_body_is_refused_before_it_is_read(tmp_path: Path) -
     assert "www-authenticate: bearer" in answer.lower()
 
 
+@pytest.mark.hazard("H-DS-01")
 def test_declared_oversized_body_is_413_with_a_token(gateway: Gateway, client: TestClient) -> None:
     before = _events(gateway)
     big = json.dumps({**TITER, "pad": "x" * MAX_BODY_BYTES}).encode()
@@ -215,6 +221,7 @@ def test_declared_oversized_body_is_413_with_a_token(gateway: Gateway, client: T
     assert _events(gateway) == before
 
 
+@pytest.mark.hazard("H-DS-01")
 def test_chunked_body_past_the_limit_is_413(gateway: Gateway, client: TestClient) -> None:
     def chunks() -> Iterator[bytes]:
         yield b'{"weight_kg": 70, "reason": "'
@@ -234,6 +241,7 @@ def test_chunked_body_past_the_limit_is_413(gateway: Gateway, client: TestClient
 
 
 @pytest.mark.parametrize("path", ["/v1/channels", "/v1/channels/bed1", "/openapi.json"])
+@pytest.mark.hazard("H-AU-01")
 def test_reads_need_a_token(client: TestClient, path: str) -> None:
     assert client.get(path).status_code == 401
     assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
@@ -241,6 +249,7 @@ def test_reads_need_a_token(client: TestClient, path: str) -> None:
     assert client.get(path, headers=AUTH).status_code == 200
 
 
+@pytest.mark.hazard("H-AU-01")
 def test_read_token_cannot_write(gateway: Gateway, client: TestClient) -> None:
     before = _events(gateway)
     response = client.post("/v1/channels/bed1/titers", json=TITER, headers=READ_AUTH)
@@ -249,6 +258,7 @@ def test_read_token_cannot_write(gateway: Gateway, client: TestClient) -> None:
     assert _events(gateway) == before
 
 
+@pytest.mark.hazard("H-AU-01")
 def test_without_any_token_configured_v1_is_closed(gateway: Gateway) -> None:
     with TestClient(create_app(gateway, None)) as client:
         assert client.get("/v1/channels").status_code == 403
@@ -269,6 +279,7 @@ def test_health_and_metrics_are_open_and_hold_no_patient_data(
     assert "infusion_gateway_tick_lateness_seconds" in texts[2]
 
 
+@pytest.mark.hazard("H-AU-01")
 def test_non_ascii_token_header_is_401_not_a_crash(client: TestClient) -> None:
     response = client.get("/v1/channels", headers={"Authorization": "Bearer tökén-ëé".encode()})
     assert response.status_code == 401
@@ -287,6 +298,7 @@ def test_openapi_schema_documents_the_strict_bodies(client: TestClient) -> None:
 # -- binding ---------------------------------------------------------------------------------
 
 
+@pytest.mark.hazard("H-AU-01")
 def test_remote_bind_needs_allow_remote() -> None:
     with pytest.raises(ConfigError, match=r"api\.listen '0\.0\.0\.0:0': not a loopback address"):
         bind_api("0.0.0.0:0", allow_remote=False)
@@ -333,6 +345,7 @@ def _run_argv(tmp_path: Path, api: str, *extra: str) -> list[str]:
         ("10.255.255.1:8470", "not a loopback address"),
     ],
 )
+@pytest.mark.hazard("H-IN-01")
 def test_invariant_7_api_startup_failure_is_one_line_exit_2_and_nothing_journalled(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], listen: str, words: str
 ) -> None:
@@ -402,6 +415,7 @@ def _lateness(metrics_text: str) -> tuple[float, float]:
 
 @pytest.mark.slow  # a timing claim: measured where no other test shares the two cores
 @pytest.mark.timeout(60)
+@pytest.mark.hazard("H-DS-01")
 def test_control_never_waits_on_the_api_under_a_flood(tmp_path: Path) -> None:
     poll_interval_s = 0.1
     with _daemon(tmp_path, poll_interval_s) as info:
@@ -463,6 +477,7 @@ def test_weight_for_a_channel_waiting_for_its_order_is_409_not_dropped(tmp_path:
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.hazard("H-AU-01")
 def test_remote_bind_when_allowed_warns_at_every_start(tmp_path: Path) -> None:
     for _start in range(2):  # the same course started twice
         with (
@@ -476,6 +491,7 @@ def test_remote_bind_when_allowed_warns_at_every_start(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(20)
+@pytest.mark.hazard("H-AU-01")
 def test_unusable_token_file_stops_the_start_before_anything_is_journalled(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

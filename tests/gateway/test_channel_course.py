@@ -11,6 +11,7 @@ from gateway.planner import DAY_S
 from tests.gateway.conftest import Rig
 
 
+@pytest.mark.hazard("H-OV-03")
 def test_flat_course_three_days_each_within_half_a_percent(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(arm="flat", weight_kg=70.0)
     rig.run(3 * DAY_S + 600)
@@ -29,6 +30,7 @@ def test_flat_course_three_days_each_within_half_a_percent(make_rig: Callable[..
     assert rig.model.snapshot().state.value == "stopped"
 
 
+@pytest.mark.hazard("H-OV-01")
 def test_invariant_1_no_command_above_ceiling_over_a_course(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(arm="flat", weight_kg=30.0, ceiling_ml_per_kg_per_h=0.2, confirm=True)
     rig.run(DAY_S + 300)
@@ -42,6 +44,7 @@ def test_invariant_1_no_command_above_ceiling_over_a_course(make_rig: Callable[.
     assert closes[0]["shortfall_ml"] == pytest.approx(150.0 - 144.0, abs=1.0)
 
 
+@pytest.mark.hazard("H-UN-03")
 def test_titer_arm_awaits_fresh_titer_each_morning(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(arm="titer", weight_kg=70.0, igm_mg_dl=30.0, hematocrit=0.35)
     rig.run(DAY_S)
@@ -75,6 +78,7 @@ def test_vasopressor_withdrawal_ends_course_after_current_day(make_rig: Callable
     assert [d.day for d in rig.journal.days("bed1")] == [1]
 
 
+@pytest.mark.hazard("H-OV-08")
 def test_weight_correction_changes_prescription_and_ceiling(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(arm="flat", weight_kg=70.0)
     rig.run(3600)

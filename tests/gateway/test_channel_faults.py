@@ -19,6 +19,7 @@ def alarm_codes(rig: Rig) -> set[str]:
     return {a["code"] for a in rig.channel.snapshot()["alarms"]}
 
 
+@pytest.mark.hazard("H-UN-04")
 def test_pump_alarm_stops_alarms_and_waits_for_ack(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig()
     rig.run(3600)
@@ -40,6 +41,7 @@ def test_pump_alarm_stops_alarms_and_waits_for_ack(make_rig: Callable[..., Rig])
     assert alarm_codes(rig) == set()
 
 
+@pytest.mark.hazard("H-UN-01", "H-OV-03")
 def test_invariant_4_catch_up_after_interruption_bounded_by_ceiling(
     make_rig: Callable[..., Rig],
 ) -> None:
@@ -59,6 +61,7 @@ def test_invariant_4_catch_up_after_interruption_bounded_by_ceiling(
     assert day1.delivered_ml <= 350.0 * 1.0001
 
 
+@pytest.mark.hazard("H-UN-01")
 def test_invariant_4_shortfall_reported_not_carried(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(weight_kg=70.0)
     rig.run(3600)
@@ -73,6 +76,7 @@ def test_invariant_4_shortfall_reported_not_carried(make_rig: Callable[..., Rig]
     assert day2.prescribed_ml == pytest.approx(350.0)  # the shortfall is not added to day 2
 
 
+@pytest.mark.hazard("H-CL-02")
 def test_invariant_5_silent_pump_alarmed_within_two_polls(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(control=ControlConfig(auto_resume=AutoResumeConfig(enabled=False)))
     rig.run(3600)
@@ -94,6 +98,7 @@ def test_invariant_5_silent_pump_alarmed_within_two_polls(make_rig: Callable[...
     assert rig.channel.state is ChannelState.INFUSING
 
 
+@pytest.mark.hazard("H-CL-02")
 def test_invariant_5_bounded_auto_resume_after_short_drop(make_rig: Callable[..., Rig]) -> None:
     rule = AutoResumeConfig(enabled=True, max_gap_s=4 * STEP_S, max_per_day=1)
     rig = make_rig(control=ControlConfig(auto_resume=rule))
@@ -120,6 +125,7 @@ def test_invariant_5_bounded_auto_resume_after_short_drop(make_rig: Callable[...
     assert rig2.channel.state is ChannelState.ALARM
 
 
+@pytest.mark.hazard("H-OV-02")
 def test_invariant_3_pump_reporting_other_rate_is_stopped(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig()
     rig.run(3600)
@@ -130,6 +136,7 @@ def test_invariant_3_pump_reporting_other_rate_is_stopped(make_rig: Callable[...
     assert rig.model.snapshot().state.value == "stopped"
 
 
+@pytest.mark.hazard("H-OV-02")
 def test_invariant_3_pump_reporting_rate_above_ceiling_is_stopped(
     make_rig: Callable[..., Rig],
 ) -> None:
@@ -141,6 +148,7 @@ def test_invariant_3_pump_reporting_rate_above_ceiling_is_stopped(
     assert rig.model.snapshot().state.value == "stopped"
 
 
+@pytest.mark.hazard("H-UN-04")
 def test_invariant_3_pump_stopped_behind_our_back_is_alarmed(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig()
     rig.run(3600)
@@ -149,6 +157,7 @@ def test_invariant_3_pump_stopped_behind_our_back_is_alarmed(make_rig: Callable[
     assert AlarmCode.STATE_MISMATCH.value in alarm_codes(rig)
 
 
+@pytest.mark.hazard("H-OV-01", "H-UN-02")
 def test_invariant_2_refused_rate_raises_alarm_and_is_journalled(
     make_rig: Callable[..., Rig], mocker: MockerFixture
 ) -> None:
@@ -168,6 +177,7 @@ def test_invariant_2_refused_rate_raises_alarm_and_is_journalled(
     assert rig.model.snapshot().state.value == "stopped"
 
 
+@pytest.mark.hazard("H-UN-01")
 def test_rule_4_pump_max_below_ceiling_plans_at_pump_max_and_alarms_shortfall(
     make_rig: Callable[..., Rig],
 ) -> None:
@@ -196,6 +206,7 @@ def test_rule_4_pump_max_below_ceiling_plans_at_pump_max_and_alarms_shortfall(
     assert closed.shortfall_ml == pytest.approx(350.0 - closed.delivered_ml)
 
 
+@pytest.mark.hazard("H-UN-04")
 def test_power_loss_alarm_needs_ack(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig()
     rig.run(3600)
@@ -207,6 +218,7 @@ def test_power_loss_alarm_needs_ack(make_rig: Callable[..., Rig]) -> None:
     assert rig.channel.state is ChannelState.INFUSING
 
 
+@pytest.mark.hazard("H-PS-01")
 def test_totalizer_going_back_is_never_guessed(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig()
     rig.run(3600)
@@ -228,6 +240,7 @@ def test_operator_stop_and_resume(make_rig: Callable[..., Rig]) -> None:
     assert rig.channel.state is ChannelState.INFUSING
 
 
+@pytest.mark.hazard("H-JN-01")
 def test_invariant_6_restart_mid_day_reconciles_never_from_zero(
     make_rig: Callable[..., Rig],
 ) -> None:
@@ -249,6 +262,7 @@ def test_invariant_6_restart_mid_day_reconciles_never_from_zero(
     assert rig.model.snapshot().lifetime_volume_infused_ml <= 350.0 * 1.0001 + 350.0 / 24
 
 
+@pytest.mark.hazard("H-JN-01")
 def test_invariant_6_restart_after_long_gap_waits_for_ack(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(weight_kg=70.0)  # default rule: at most 120 s of silence
     rig.run(10 * 3600)
@@ -264,6 +278,7 @@ def test_invariant_6_restart_after_long_gap_waits_for_ack(make_rig: Callable[...
     assert rig.channel.state is ChannelState.INFUSING
 
 
+@pytest.mark.hazard("H-CL-01")
 def test_invariant_5_dead_gateway_the_pump_stops_itself(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig()
     rig.run(3600)

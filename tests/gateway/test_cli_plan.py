@@ -242,6 +242,7 @@ def test_confirm_does_not_pass_a_hard_limit(capsys: pytest.CaptureFixture[str]) 
         (["--arm", "flat", "--weight-kg", "70", "--igm-mg-dl", "30"], "--igm-mg-dl"),
     ],
 )
+@pytest.mark.hazard("H-IN-01")
 def test_invariant_7_plan_bad_input_exit_2_one_line(
     capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:

@@ -61,6 +61,7 @@ def test_pump_set_rate_start_stop(
     assert json.loads(capsys.readouterr().out)["state"] in {"stopped", "paused"}
 
 
+@pytest.mark.hazard("H-OV-01", "H-IN-01")
 def test_invariant_7_pump_set_rate_above_ceiling_refused_before_a_byte_is_sent(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -90,6 +91,7 @@ def test_pump_unreachable_exits_1_with_reason(capsys: pytest.CaptureFixture[str]
         (["demo", "--weight-kg", "10"], "--weight-kg"),
     ],
 )
+@pytest.mark.hazard("H-IN-01")
 def test_invariant_7_cli_bad_input_exit_2(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -99,6 +101,7 @@ def test_invariant_7_cli_bad_input_exit_2(
     assert "Traceback" not in err
 
 
+@pytest.mark.hazard("H-IN-01")
 def test_invariant_7_run_refuses_bad_config_naming_the_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -18,6 +18,7 @@ def _config(tmp_path: Path, *pumps: str) -> dict[str, object]:
     }
 
 
+@pytest.mark.hazard("H-WP-01")
 def test_same_serial_device_through_a_by_id_link_is_refused(tmp_path: Path) -> None:
     device = tmp_path / "ttyUSB0"
     device.touch()
@@ -27,6 +28,7 @@ def test_same_serial_device_through_a_by_id_link_is_refused(tmp_path: Path) -> N
         build_config(_config(tmp_path, f"newera://{device}", f"newera://{by_id}"))
 
 
+@pytest.mark.hazard("H-WP-01")
 def test_localhost_and_127_0_0_1_are_one_pump(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"channels\.pump"):
         build_config(

@@ -122,6 +122,7 @@ def test_decide_is_pure_and_its_state_round_trips_exactly() -> None:
     assert load_state(dump_state(first.state)) == first.state
 
 
+@pytest.mark.hazard("H-CL-01")
 def test_a_new_connection_arms_the_watchdog_before_anything_else() -> None:
     state = decide(CourseState(), None, [OrderInput(flat_order())], T0, RULES).state
     decision = decide(state, PumpReading(status(), None, "c1"), [], T0, RULES)
@@ -129,6 +130,7 @@ def test_a_new_connection_arms_the_watchdog_before_anything_else() -> None:
     assert decision.state.course_start_s is None  # nothing starts on an unarmed pump
 
 
+@pytest.mark.hazard("H-OV-03")
 def test_rule_6_first_program_sets_the_vtbi_from_the_upper_bound() -> None:
     decision = decide(started(), PumpReading(status(), None, "c1"), [], T0, RULES)
     (program,) = decision.effects
@@ -155,6 +157,7 @@ def _programmed(readback_ml_per_h: float, vtbi_held: float) -> PumpReading:
         (14.58, 351.0, StopPump, AlarmCode.STATE_MISMATCH),  # holds more VTBI than was left
     ],
 )
+@pytest.mark.hazard("H-OV-02")
 def test_invariant_3_readback_after_every_write(
     readback: float, vtbi_held: float, expected: type, alarm: AlarmCode | None
 ) -> None:
@@ -205,6 +208,7 @@ def prescribed(rig: Rig) -> list[float]:
     return [d.prescribed_ml for d in rig.journal.days("bed1")]
 
 
+@pytest.mark.hazard("H-OV-06")
 def test_rule_1_a_titer_posted_mid_day_2_changes_neither_day_2_nor_two_days(
     make_rig: Callable[..., Rig],
 ) -> None:
@@ -224,6 +228,7 @@ def test_rule_1_a_titer_posted_mid_day_2_changes_neither_day_2_nor_two_days(
     assert len(used) == len(set(used))  # no titer used by two days
 
 
+@pytest.mark.hazard("H-UN-03")
 def test_rule_1_a_titer_drawn_in_the_future_is_refused(make_rig: Callable[..., Rig]) -> None:
     rig = titer_rig(make_rig)
     rig.run(H)
@@ -235,6 +240,7 @@ def test_rule_1_a_titer_drawn_in_the_future_is_refused(make_rig: Callable[..., R
     assert list(rig.journal.events("bed1")) == before  # a refusal changes nothing
 
 
+@pytest.mark.hazard("H-OV-08")
 def test_rule_1_weight_correction_keeps_the_days_own_titer(make_rig: Callable[..., Rig]) -> None:
     rig = titer_rig(make_rig)
     rig.run(23 * H)
@@ -247,6 +253,7 @@ def test_rule_1_weight_correction_keeps_the_days_own_titer(make_rig: Callable[..
     assert prescribed(rig)[1] == pytest.approx((100 - 80) * 75 * 70 * 0.65 / 100 / 6, rel=1e-9)
 
 
+@pytest.mark.hazard("H-OV-06")
 def test_rule_1_a_mid_day_titer_never_cuts_the_running_day(make_rig: Callable[..., Rig]) -> None:
     rig = titer_rig(make_rig)
     rig.run(10 * H)
@@ -257,6 +264,7 @@ def test_rule_1_a_mid_day_titer_never_cuts_the_running_day(make_rig: Callable[..
     assert rig.channel.state is ChannelState.INFUSING
 
 
+@pytest.mark.hazard("H-OV-06")
 def test_rule_1_an_explicit_correction_replaces_the_days_titer(
     make_rig: Callable[..., Rig],
 ) -> None:
@@ -273,6 +281,7 @@ def test_rule_1_an_explicit_correction_replaces_the_days_titer(
 # -- rule 2: a late titer -----------------------------------------------------------------------
 
 
+@pytest.mark.hazard("H-UN-03")
 def test_rule_2_late_titer_shift_runs_the_day_over_a_full_24_h(
     make_rig: Callable[..., Rig],
 ) -> None:
@@ -301,6 +310,7 @@ def test_rule_2_late_titer_shift_runs_the_day_over_a_full_24_h(
     assert closed.delivered_ml == pytest.approx(titer_volume_ml(60.0), rel=0.005)
 
 
+@pytest.mark.hazard("H-UN-03")
 def test_rule_2_late_titer_compress_keeps_the_clock_window(make_rig: Callable[..., Rig]) -> None:
     rig = titer_rig(make_rig, late_titer="compress")
     rig.run(DAY_S + 6 * H)
@@ -358,6 +368,7 @@ def test_rule_3_vasopressor_withdrawal_ends_the_titer_arm_after_the_day(
 # -- rule 4: the ceiling knows the concentration -------------------------------------------------
 
 
+@pytest.mark.hazard("H-OV-01")
 def test_rule_4_a_concentrated_product_lowers_the_volume_ceiling(
     make_rig: Callable[..., Rig],
 ) -> None:
@@ -443,6 +454,7 @@ def test_rule_5_start_window_alarm_when_the_first_start_comes_too_late(
 # -- rule 6: never over, even by rounding -------------------------------------------------------
 
 
+@pytest.mark.hazard("H-OV-03", "H-OV-05")
 def test_rule_6_the_vtbi_counts_the_totalizer_step_against_the_day() -> None:
     state = started()
     # 200 mL shown by a display whose last digit is 0.1 mL: up to 200.1 may have been given.
@@ -456,6 +468,7 @@ def test_rule_6_the_vtbi_counts_the_totalizer_step_against_the_day() -> None:
     assert program.vtbi_ml == pytest.approx(350.0 - 200.0 - 0.1)  # type: ignore[union-attr]
 
 
+@pytest.mark.hazard("H-OV-03")
 def test_rule_6_a_course_never_delivers_more_than_prescribed(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(arm="flat", weight_kg=70.0)
     rig.run(3 * DAY_S + STEP_S)
@@ -468,6 +481,7 @@ def test_rule_6_a_course_never_delivers_more_than_prescribed(make_rig: Callable[
 # -- rule 7: soft limits ------------------------------------------------------------------------
 
 
+@pytest.mark.hazard("H-OV-07")
 def test_rule_7_unit_mix_ups_need_a_confirmation(make_rig: Callable[..., Rig]) -> None:
     rig = titer_rig(make_rig)
     rig.run(H)
@@ -483,6 +497,7 @@ def test_rule_7_unit_mix_ups_need_a_confirmation(make_rig: Callable[..., Rig]) -
     assert titer["confirmed_note"].startswith("confirmed outside soft limit")
 
 
+@pytest.mark.hazard("H-OV-07", "H-OV-08")
 def test_rule_7_an_order_outside_the_soft_limits_needs_a_confirmation() -> None:
     with pytest.raises(SoftLimitError, match="did you mean pounds"):
         order_input(**order_kwargs(weight_kg=154.0))  # type: ignore[arg-type]
@@ -539,6 +554,7 @@ def test_rule_8_no_infusion_today_is_said_plainly(make_rig: Callable[..., Rig]) 
 # -- the pure controller over a whole course with faults -----------------------------------------
 
 
+@pytest.mark.hazard("H-OV-03")
 def test_a_seven_day_titer_course_with_faults_runs_fast_and_never_over(
     make_rig: Callable[..., Rig],
 ) -> None:
@@ -583,6 +599,7 @@ def test_rule_5_run_refuses_an_order_without_randomisation_time(
     assert "start_override_reason" in capsys.readouterr().err
 
 
+@pytest.mark.hazard("H-UN-03")
 def test_rule_2_a_day_without_titer_opening_during_an_alarm_waits_after_the_ack(
     make_rig: Callable[..., Rig],
 ) -> None:
@@ -604,6 +621,7 @@ def test_rule_2_a_day_without_titer_opening_during_an_alarm_waits_after_the_ack(
     assert prescribed(rig)[1] == pytest.approx(titer_volume_ml(70.0))
 
 
+@pytest.mark.hazard("H-CL-01")
 def test_a_pump_refusing_its_watchdog_is_asked_again_after_the_ack() -> None:
     state = decide(CourseState(), None, [OrderInput(flat_order())], T0, RULES).state
     state = decide(state, PumpReading(status(), None, "c1"), [], T0, RULES).state
@@ -648,6 +666,7 @@ def test_a_link_drop_while_nothing_runs_leaves_no_alarm_behind(
     assert rig.channel.snapshot()["alarms"] == []
 
 
+@pytest.mark.hazard("H-OV-03")
 def test_rule_6_a_running_pump_reprogrammed_after_a_slow_commit_never_goes_over(
     make_rig: Callable[..., Rig],
 ) -> None:

@@ -13,6 +13,7 @@ from gateway.course_state import STATE_VERSION, CourseState, StateError, dump_st
 from gateway.errors import InputError
 
 
+@pytest.mark.hazard("H-JN-01")
 def test_invariant_6_state_round_trips_through_json_exactly() -> None:
     state = CourseState(weight_kg=70.123456789012345, max_commanded_rate_ml_per_h=14.58)
     text = json.dumps(dump_state(state))
@@ -28,6 +29,7 @@ def test_invariant_6_state_round_trips_through_json_exactly() -> None:
         (lambda d: d.update(weight_kg="seventy"), "malformed at weight_kg"),
     ],
 )
+@pytest.mark.hazard("H-JN-02")
 def test_invariant_6_state_that_would_not_read_back_exactly_is_refused(
     mutate: object, message: str
 ) -> None:
@@ -37,6 +39,7 @@ def test_invariant_6_state_that_would_not_read_back_exactly_is_refused(
         load_state(data)
 
 
+@pytest.mark.hazard("H-JN-02")
 def test_invariant_6_state_that_is_not_json_is_a_typed_error() -> None:
     with pytest.raises(StateError, match="not valid JSON"):
         load_state("{not json")

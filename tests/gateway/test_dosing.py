@@ -103,6 +103,7 @@ def test_default_product_daily_rate_within_ceiling(
         ({"hematocrit": float("-inf")}, "hematocrit", "from 0.1 to 0.7"),
     ],
 )
+@pytest.mark.hazard("H-IN-01")
 def test_invariant_7_bad_dosing_input_names_field_and_range(
     kwargs: dict[str, float], field: str, allowed: str
 ) -> None:
@@ -124,6 +125,7 @@ def test_invariant_7_bad_dosing_input_names_field_and_range(
         (50.0, float("inf"), "igm_content_mg_per_ml"),
     ],
 )
+@pytest.mark.hazard("H-IN-01")
 def test_invariant_7_bad_product_refused(concentration: float, igm: float, field: str) -> None:
     with pytest.raises(InputError, match=f"^{field}: must be"):
         Product(concentration, igm)

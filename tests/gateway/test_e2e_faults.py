@@ -30,6 +30,7 @@ pytestmark = pytest.mark.timeout(180)
         ("power_loss", {"pump_power_loss"}, 2.0),
     ],
 )
+@pytest.mark.hazard("H-UN-04")
 def test_pump_fault_alarms_stops_and_resumes_after_ack(
     protocol: str, scenario: str, alarm_codes: set[str], at_h: float, tmp_path: Path
 ) -> None:
@@ -49,6 +50,7 @@ def test_pump_fault_alarms_stops_and_resumes_after_ack(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["newera", "modbus"])
+@pytest.mark.hazard("H-CL-02")
 def test_link_drop_is_alarmed_and_the_day_still_completes(protocol: str, tmp_path: Path) -> None:
     # The dead-line part of the built-in link_drop scenario (its slow and noisy minutes cost
     # real seconds on a manual clock): nothing gets through for 5 min from 30 min on.

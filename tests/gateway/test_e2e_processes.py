@@ -138,6 +138,7 @@ def _restartable_config(
     return config
 
 
+@pytest.mark.hazard("H-JN-01")
 def test_invariant_6_kill_9_mid_day_then_restart(
     slower_simulator: tuple[subprocess.Popen[str], dict[str, Any]], tmp_path: Path
 ) -> None:

@@ -145,6 +145,7 @@ def test_lab_result_becomes_a_titer_for_the_patients_channel(bound: Gateway) -> 
         ("not hl7 at all", "not read"),
     ],
 )
+@pytest.mark.hazard("H-WP-01")
 def test_a_refused_lab_result_is_ar_naming_the_reason_and_changes_nothing(
     bound: Gateway, message: str, words: str
 ) -> None:
@@ -156,6 +157,7 @@ def test_a_refused_lab_result_is_ar_naming_the_reason_and_changes_nothing(
     assert _events(bound) == before
 
 
+@pytest.mark.hazard("H-OV-06")
 def test_a_duplicate_message_is_answered_again_and_applied_once(bound: Gateway) -> None:
     message = lab_message("LAB-DUP", "MRN1", igm="42", drawn_at_s=START_S - 600)
     with listening(bound) as address:
@@ -169,6 +171,7 @@ def test_a_duplicate_message_is_answered_again_and_applied_once(bound: Gateway) 
 # -- orders ----------------------------------------------------------------------------------
 
 
+@pytest.mark.hazard("H-WP-01")
 def test_order_by_bed_is_accepted_with_the_gateways_plan_and_binds_the_patient(
     waiting: Gateway,
 ) -> None:
@@ -202,6 +205,7 @@ def test_order_by_bed_is_accepted_with_the_gateways_plan_and_binds_the_patient(
         ({"bed": "ICU^99^Z"}, "no channel stands at bed 'ICU/99/Z'"),
     ],
 )
+@pytest.mark.hazard("H-OV-01", "H-WP-01")
 def test_a_refused_order_is_ar_naming_the_reason_and_changes_nothing(
     waiting: Gateway, changes: dict[str, Any], words: str
 ) -> None:
@@ -215,6 +219,7 @@ def test_a_refused_order_is_ar_naming_the_reason_and_changes_nothing(
     assert waiting.journal.get_meta("hl7_patient:bed1") is None
 
 
+@pytest.mark.hazard("H-WP-01")
 def test_an_order_for_another_patient_on_a_bound_channel_is_refused(bound: Gateway) -> None:
     before = _events(bound)
     bed_of_bound = "ICU^12^A"

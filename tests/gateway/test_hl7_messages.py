@@ -178,6 +178,7 @@ def test_lab_result_converts_and_times_both_values() -> None:
         ("1.25", "^^^g/L^gram per litre^UCUM", 125.0),  # the alternate identifier
     ],
 )
+@pytest.mark.hazard("H-OV-07")
 def test_igm_units_are_converted_explicitly(value: str, unit: str, mg_dl: float) -> None:
     segments = obx(LAB_SEGMENTS, 1, f"OBX|1|NM|2472-0^IgM^LN||{value}|{unit}|||||F")
     assert parse_lab_result(message(segments)).igm.value == mg_dl
@@ -187,11 +188,13 @@ def test_igm_units_are_converted_explicitly(value: str, unit: str, mg_dl: float)
     ("value", "unit", "fraction"),
     [("35", "%", 0.35), ("0.35", "1", 0.35), ("0.41", "L/L", 0.41), ("0.28", "", 0.28)],
 )
+@pytest.mark.hazard("H-OV-07")
 def test_hematocrit_is_a_fraction(value: str, unit: str, fraction: float) -> None:
     segments = obx(LAB_SEGMENTS, 2, f"OBX|2|NM|4544-3^Hct^LN||{value}|{unit}|||||F")
     assert parse_lab_result(message(segments)).hematocrit.value == fraction
 
 
+@pytest.mark.hazard("H-OV-07")
 def test_an_unknown_unit_is_refused_naming_the_field() -> None:
     segments = obx(LAB_SEGMENTS, 1, "OBX|1|NM|2472-0^IgM^LN||0.3|mmol/L^mmol/L^UCUM|||||F")
     error = refused(message(segments))
@@ -202,6 +205,7 @@ def test_an_unknown_unit_is_refused_naming_the_field() -> None:
 
 
 @pytest.mark.parametrize("unit", ["", "1", "L/L"])
+@pytest.mark.hazard("H-OV-07")
 def test_a_hematocrit_above_1_without_the_percent_unit_is_refused(unit: str) -> None:
     segments = obx(LAB_SEGMENTS, 2, f"OBX|2|NM|4544-3^Hct^LN||35|{unit}|||||F")
     error = refused(message(segments))
@@ -290,6 +294,7 @@ def test_only_loinc_coded_results_count() -> None:
         ("MSH|^~\\&|A|B|||||ORU^R01|1|P|2.6\rPID|||\\F", "PID-3"),
     ],
 )
+@pytest.mark.hazard("H-IN-01")
 def test_garbage_is_refused_naming_the_field(text: str, field: str) -> None:
     assert refused(text).field == field
 
@@ -334,6 +339,7 @@ def test_a_flat_order_without_a_rate_or_titer() -> None:
         ("OBX|1|NM|^^^29463-7^Body weight^LN||70.25|KG|||||F", 70.25),
     ],
 )
+@pytest.mark.hazard("H-OV-07")
 def test_the_weight_in_grams_or_by_its_mdc_code(weight: str, kg: float) -> None:
     assert parse_order(message(obx(ORDER_SEGMENTS, 1, weight))).weight_kg == kg
 
@@ -635,6 +641,7 @@ def only_refused(text: str) -> None:
 
 @given(st.text(max_size=300))
 @settings(max_examples=150, deadline=None)
+@pytest.mark.hazard("H-IN-01")
 def test_arbitrary_text_raises_only_hl7_message_error(text: str) -> None:
     only_refused(text)
     only_refused("MSH|^~\\&|" + text)

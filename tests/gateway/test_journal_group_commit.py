@@ -129,6 +129,7 @@ def _on_threads(
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.hazard("H-JN-01")
 def test_invariant_6_concurrent_commits_share_one_transaction_and_each_returns_durable(
     tmp_path: Path,
 ) -> None:
@@ -160,6 +161,7 @@ def test_invariant_6_concurrent_commits_share_one_transaction_and_each_returns_d
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.hazard("H-JN-01")
 def test_a_failed_group_transaction_fails_every_writer_and_keeps_none_of_their_writes(
     tmp_path: Path,
 ) -> None:
@@ -356,6 +358,7 @@ class _WriteAheadDriver(ModelDriver):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.hazard("H-JN-01")
 def test_invariant_6_64_channels_stepped_at_once_each_journal_before_it_acts(
     tmp_path: Path,
 ) -> None:

@@ -77,6 +77,7 @@ def _fill(journal: Journal, events: int = 400) -> None:
 # -- one gateway per state directory --------------------------------------------------------
 
 
+@pytest.mark.hazard("H-JN-03")
 def test_a_second_journal_on_the_same_state_dir_is_refused_naming_the_holder(
     tmp_path: Path,
 ) -> None:
@@ -118,6 +119,7 @@ def test_a_stale_lock_file_from_a_dead_gateway_does_not_block(tmp_path: Path) ->
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.hazard("H-JN-03")
 def test_a_second_process_is_refused_and_a_killed_holder_releases(tmp_path: Path) -> None:
     # This process holds the directory: another process exits 2 with one line naming us.
     with Journal(tmp_path):
@@ -149,6 +151,7 @@ def test_a_second_process_is_refused_and_a_killed_holder_releases(tmp_path: Path
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.hazard("H-JN-03")
 def test_the_cli_refuses_a_second_gateway_on_a_state_dir_with_one_line(tmp_path: Path) -> None:
     with Journal(tmp_path):
         run = subprocess.run(
@@ -192,6 +195,7 @@ def test_the_cli_refuses_a_second_gateway_on_a_state_dir_with_one_line(tmp_path:
         ("cells of a later page", "On tree page"),  # quick_check answers with its findings
     ],
 )
+@pytest.mark.hazard("H-JN-02")
 def test_a_journal_with_a_damaged_page_is_refused_at_open_and_left_as_it_was(
     tmp_path: Path, where: str, expected: str
 ) -> None:
@@ -221,6 +225,7 @@ def test_a_journal_with_a_damaged_page_is_refused_at_open_and_left_as_it_was(
         Journal(tmp_path)
 
 
+@pytest.mark.hazard("H-JN-02")
 def test_a_file_that_is_not_sqlite_is_refused_at_open(tmp_path: Path) -> None:
     path = tmp_path / JOURNAL_FILENAME
     path.write_bytes(b"this is not a journal\n" * 500)
@@ -231,6 +236,7 @@ def test_a_file_that_is_not_sqlite_is_refused_at_open(tmp_path: Path) -> None:
     assert path.read_bytes() == b"this is not a journal\n" * 500
 
 
+@pytest.mark.hazard("H-JN-02")
 def test_another_schema_version_is_refused_and_releases_the_directory(tmp_path: Path) -> None:
     Journal(tmp_path).close()
     with sqlite3.connect(tmp_path / JOURNAL_FILENAME) as raw:
@@ -242,6 +248,7 @@ def test_another_schema_version_is_refused_and_releases_the_directory(tmp_path: 
         assert not isinstance(e.value, JournalLockedError)
 
 
+@pytest.mark.hazard("H-JN-02")
 def test_sqlite_errors_on_writes_and_reads_are_journal_errors(tmp_path: Path) -> None:
     with Journal(tmp_path) as journal:
         journal.record("bed1", "first", {}, wall_s=0.0, monotonic_s=0.0, state={"v": 1})
@@ -297,6 +304,7 @@ def _config(state_dir: Path, time_scale: float) -> GatewayConfig:
 
 
 @pytest.mark.parametrize(("first", "then"), [(1200.0, 600.0), (1.0, 1200.0), (1200.0, 1.0)])
+@pytest.mark.hazard("H-CK-01")
 def test_a_restart_with_another_time_scale_is_refused(
     tmp_path: Path, first: float, then: float
 ) -> None:
@@ -363,6 +371,7 @@ def _fake_snapshots(gateway: Gateway, *codes: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("code", ["stop_failed", "journal_failed"])
+@pytest.mark.hazard("H-OV-09", "H-JN-02")
 def test_not_ready_while_a_channel_cannot_stop_its_pump_or_record(
     gateway: Gateway, monkeypatch: pytest.MonkeyPatch, code: str
 ) -> None:

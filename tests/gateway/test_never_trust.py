@@ -32,6 +32,7 @@ def codes(rig: Rig) -> set[str]:
     return {a["code"] for a in rig.channel.snapshot()["alarms"]}
 
 
+@pytest.mark.hazard("H-OV-04")
 def test_frozen_totalizer_is_implausible_and_the_day_is_bounded_by_the_estimate(
     make_rig: Callable[..., Rig],
 ) -> None:
@@ -59,6 +60,7 @@ def test_frozen_totalizer_is_implausible_and_the_day_is_bounded_by_the_estimate(
     assert any("totalizer implausible" in note for note in close["notes"])
 
 
+@pytest.mark.hazard("H-OV-04")
 def test_a_totalizer_that_jumps_is_implausible(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(weight_kg=70.0)
     rig.run(3 * H)
@@ -68,6 +70,7 @@ def test_a_totalizer_that_jumps_is_implausible(make_rig: Callable[..., Rig]) -> 
     assert rig.model.snapshot().state is not PumpState.INFUSING
 
 
+@pytest.mark.hazard("H-OV-04")
 def test_the_estimate_agrees_with_an_honest_pump_over_a_day(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(weight_kg=70.0)
     rig.run(DAY_S - STEP_S)
@@ -79,6 +82,7 @@ def test_the_estimate_agrees_with_an_honest_pump_over_a_day(make_rig: Callable[.
 
 
 @pytest.mark.parametrize("held_s", [0.0, 10_000.0])
+@pytest.mark.hazard("H-CL-01")
 def test_a_pump_without_the_watchdog_asked_for_is_never_started(
     make_rig: Callable[..., Rig], held_s: float
 ) -> None:
@@ -94,6 +98,7 @@ def test_a_pump_without_the_watchdog_asked_for_is_never_started(
     assert rig.channel.state is ChannelState.INFUSING
 
 
+@pytest.mark.hazard("H-CL-01")
 def test_the_watchdog_is_confirmed_again_after_a_power_loss(
     make_rig: Callable[..., Rig],
 ) -> None:
@@ -108,6 +113,7 @@ def test_the_watchdog_is_confirmed_again_after_a_power_loss(
     assert len(rig.events("pump_connected")) > armed
 
 
+@pytest.mark.hazard("H-OV-09")
 def test_a_pump_that_refuses_stop_is_left_to_its_own_watchdog(
     make_rig: Callable[..., Rig],
 ) -> None:
@@ -134,6 +140,7 @@ def test_a_pump_that_refuses_stop_is_left_to_its_own_watchdog(
     assert len([c for c in rig.events("command") if c["command"] == "stop"]) <= 3
 
 
+@pytest.mark.hazard("H-OV-10", "H-WP-01")
 def test_a_new_course_on_a_pump_with_history_waits_for_a_person(
     make_rig: Callable[..., Rig],
 ) -> None:
@@ -151,6 +158,7 @@ def test_a_new_course_on_a_pump_with_history_waits_for_a_person(
     assert rig.channel.course.course_start_s is not None
 
 
+@pytest.mark.hazard("H-CK-01")
 def test_a_backward_clock_step_cannot_shorten_an_outage(make_rig: Callable[..., Rig]) -> None:
     # The rule allows 3 polls of silence; the link is down for 5, and meanwhile the wall clock
     # is stepped back by 4: by the wall clock the outage looks like 1 poll.  The monotonic
@@ -169,6 +177,7 @@ def test_a_backward_clock_step_cannot_shorten_an_outage(make_rig: Callable[..., 
     assert rig.events("clock_step")
 
 
+@pytest.mark.hazard("H-CK-01")
 def test_a_clock_that_went_back_across_a_restart_makes_the_outage_unknown(
     make_rig: Callable[..., Rig],
 ) -> None:
@@ -185,6 +194,7 @@ def test_a_clock_that_went_back_across_a_restart_makes_the_outage_unknown(
 
 
 @pytest.mark.parametrize("step_s", [2 * H, -2 * H])
+@pytest.mark.hazard("H-CK-01")
 def test_a_wall_clock_step_is_journalled_and_shown(
     make_rig: Callable[..., Rig], step_s: float
 ) -> None:
@@ -198,6 +208,7 @@ def test_a_wall_clock_step_is_journalled_and_shown(
     assert alarm["stops"] is False
 
 
+@pytest.mark.hazard("H-PS-01")
 def test_a_frozen_pump_uptime_makes_an_outage_unknown(make_rig: Callable[..., Rig]) -> None:
     rule = AutoResumeConfig(max_gap_s=3 * STEP_S)
     rig = make_rig(control=ControlConfig(auto_resume=rule))
@@ -213,6 +224,7 @@ def test_a_frozen_pump_uptime_makes_an_outage_unknown(make_rig: Callable[..., Ri
     assert AlarmCode.OUTAGE_NEEDS_ACK.value in codes(rig)
 
 
+@pytest.mark.hazard("H-OV-08")
 def test_a_downward_weight_correction_while_infusing_replans_down(
     make_rig: Callable[..., Rig],
 ) -> None:
@@ -271,6 +283,7 @@ def _restart_with(rig: Rig, adopt: bool = False, **changes: object) -> Channel:
         ({"arm": Arm.TITER, "igm_mg_dl": 30.0, "hematocrit": 0.35}, "arm 'titer' (config)"),
     ],
 )
+@pytest.mark.hazard("H-OV-08", "H-WP-01")
 def test_a_changed_config_order_is_refused_at_restart(
     make_rig: Callable[..., Rig], changes: dict[str, object], named: str
 ) -> None:
@@ -284,6 +297,7 @@ def test_a_changed_config_order_is_refused_at_restart(
     assert '"weight_kg": 70.0' in stored
 
 
+@pytest.mark.hazard("H-OV-08")
 def test_a_changed_weight_can_be_adopted_explicitly(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(weight_kg=70.0)
     rig.run(H)
@@ -298,6 +312,7 @@ def test_a_changed_weight_can_be_adopted_explicitly(make_rig: Callable[..., Rig]
     assert _restart_with(rig, weight_kg=72.0).course.weight_kg == 73.0
 
 
+@pytest.mark.hazard("H-JN-02")
 def test_a_journal_that_fails_while_running_stops_the_pump_and_status_stops_claiming(
     make_rig: Callable[..., Rig], mocker: MockerFixture
 ) -> None:
@@ -313,6 +328,7 @@ def test_a_journal_that_fails_while_running_stops_the_pump_and_status_stops_clai
     assert "journal_failed" in {a["code"] for a in snap["alarms"]}
 
 
+@pytest.mark.hazard("H-JN-02")
 def test_a_deleted_journal_does_not_start_a_silent_day_1(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig()
     rig.run(2 * H)  # the pump has given about 29 mL of day 1

@@ -43,6 +43,7 @@ def rig(tmp_path: Path) -> Iterator[tuple[Gateway, PumpModel, TestClient]]:
     asyncio.run(gateway.shutdown("test over"))
 
 
+@pytest.mark.hazard("H-OV-10")
 def test_channel_without_order_waits_with_the_pump_stopped(
     rig: tuple[Gateway, PumpModel, TestClient],
 ) -> None:
@@ -100,6 +101,7 @@ def test_order_over_the_api_starts_the_course(rig: tuple[Gateway, PumpModel, Tes
         ({"arm": "flat", "weight_kg": 70, "wieght": 1}, "wieght"),
     ],
 )
+@pytest.mark.hazard("H-IN-01")
 def test_invariant_7_bad_order_is_422_and_changes_nothing(
     rig: tuple[Gateway, PumpModel, TestClient], body: dict[str, object], field: str
 ) -> None:
@@ -111,6 +113,7 @@ def test_invariant_7_bad_order_is_422_and_changes_nothing(
     assert gateway.channels["bed1"].state is ChannelState.AWAITING_ORDER
 
 
+@pytest.mark.hazard("H-OV-10")
 def test_pump_running_without_an_order_is_stopped_and_alarmed(
     rig: tuple[Gateway, PumpModel, TestClient],
 ) -> None:

@@ -21,6 +21,7 @@ def test_even_rate_over_a_full_day() -> None:
     assert not plan.ceiling_bound
 
 
+@pytest.mark.hazard("H-UN-01")
 def test_catch_up_after_interruption_is_bounded_by_ceiling_and_reports_shortfall() -> None:
     # 8 h lost: 371.58 mL over 16 h would need 23.2 mL/h (< 28): caught up in full.
     plan = plan_rate(remaining_volume_ml=371.58, remaining_time_s=16 * 3600, ceiling_ml_per_h=28.0)
@@ -34,6 +35,7 @@ def test_catch_up_after_interruption_is_bounded_by_ceiling_and_reports_shortfall
 
 
 @given(volume=volumes, time_s=times, ceiling=ceilings)
+@pytest.mark.hazard("H-OV-03")
 def test_invariant_4_catch_up_never_plans_more_than_remains(
     volume: float, time_s: float, ceiling: float
 ) -> None:
@@ -59,6 +61,7 @@ def test_day_windows_are_24_h_from_their_start() -> None:
     assert window.remaining_s(1000.0 + 2 * DAY_S) == 0.0
 
 
+@pytest.mark.hazard("H-UN-01")
 def test_shortfall_belongs_to_its_day() -> None:
     assert shortfall_ml(100.0, 90.0) == 10.0
     assert shortfall_ml(100.0, 100.2) == 0.0
@@ -85,6 +88,7 @@ def test_first_start_within_12_h_of_randomisation() -> None:
         ({"ceiling_ml_per_h": float("inf")}, "ceiling_ml_per_h"),
     ],
 )
+@pytest.mark.hazard("H-IN-01")
 def test_invariant_7_planner_refuses_bad_numbers(kwargs: dict[str, float], field: str) -> None:
     args = {"remaining_volume_ml": 10.0, "remaining_time_s": 3600.0, "ceiling_ml_per_h": 28.0}
     args.update(kwargs)

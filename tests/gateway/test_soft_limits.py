@@ -27,6 +27,7 @@ def test_constants_have_one_home() -> None:
     assert issubclass(SoftLimitError, GatewayError)
 
 
+@pytest.mark.hazard("H-OV-07")
 def test_titer_below_soft_limit_suggests_g_per_l() -> None:
     with pytest.raises(SoftLimitError) as info:
         check_titer(0.3, confirm=False)
@@ -40,6 +41,7 @@ def test_titer_below_soft_limit_suggests_g_per_l() -> None:
     assert "5 to 400 mg/dL" in info.value.allowed
 
 
+@pytest.mark.hazard("H-OV-07")
 def test_titer_above_soft_limit_suggests_mg_per_l() -> None:
     with pytest.raises(SoftLimitError) as info:
         check_titer(600.0, confirm=False)
@@ -67,6 +69,7 @@ def test_titer_without_a_plausible_unit_says_check_the_titer(titer: float) -> No
     assert str(info.value).endswith(f"as it is, {CONFIRM_HOW}")
 
 
+@pytest.mark.hazard("H-OV-07", "H-OV-08")
 def test_weight_above_soft_limit_suggests_pounds() -> None:
     with pytest.raises(SoftLimitError) as info:
         check_weight(154.0, previous_weight_kg=None, confirm=False)
@@ -88,6 +91,7 @@ def test_weight_below_soft_limit_has_no_unit_hint() -> None:
     assert info.value.hint == "check the weight"
 
 
+@pytest.mark.hazard("H-OV-08")
 def test_weight_change_more_than_10_percent() -> None:
     with pytest.raises(SoftLimitError) as info:
         check_weight(80.0, previous_weight_kg=70.0, confirm=False)
@@ -162,6 +166,7 @@ def test_confirm_inside_returns_none() -> None:
 
 
 @pytest.mark.parametrize("titer", [-1.0, 1000.5, float("nan"), float("inf")])
+@pytest.mark.hazard("H-OV-07")
 def test_hard_range_not_passed_by_confirm(titer: float) -> None:
     message = "igm_mg_dl: must be a number from 0 to 1000 mg/dL"
     with pytest.raises(InputError, match=message) as info:
@@ -178,6 +183,7 @@ def test_hard_range_not_passed_by_confirm(titer: float) -> None:
         (70.0, float("nan"), "previous_weight_kg"),
     ],
 )
+@pytest.mark.hazard("H-OV-08")
 def test_weight_hard_range_not_passed_by_confirm(
     weight: float, previous: float | None, field: str
 ) -> None:

@@ -89,6 +89,7 @@ def test_a_symlink_to_a_0600_file_of_ours_is_followed(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o666, 0o640, 0o604, 0o660, 0o620, 0o602, 0o610])
+@pytest.mark.hazard("H-AU-01")
 def test_group_or_other_access_is_refused_with_the_chmod_line(tmp_path: Path, mode: int) -> None:
     path = write_token_file(tmp_path / "token")
     path.chmod(mode)
@@ -104,6 +105,7 @@ def test_the_chmod_line_quotes_a_path_with_a_space(tmp_path: Path) -> None:
     assert refusal(path).endswith(f"run chmod 600 '{path}'")
 
 
+@pytest.mark.hazard("H-AU-01")
 def test_a_symlink_to_a_group_readable_file_is_refused(tmp_path: Path) -> None:
     target = write_token_file(tmp_path / "secret")
     target.chmod(0o644)
@@ -149,6 +151,7 @@ def test_a_missing_file_is_refused_saying_how_to_make_one(tmp_path: Path) -> Non
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another user")
+@pytest.mark.hazard("H-AU-01")
 def test_a_file_owned_by_another_user_is_refused_with_the_chown_line(tmp_path: Path) -> None:
     path = write_token_file(tmp_path / "token")
     os.chown(path, 65534, -1)
@@ -375,6 +378,7 @@ def test_token_source_refuses_an_unusable_file_at_start(tmp_path: Path) -> None:
         TokenSource(tmp_path / "missing")
 
 
+@pytest.mark.hazard("H-AU-01")
 def test_token_source_fails_closed_on_an_invalid_replacement_and_recovers(
     tmp_path: Path,
 ) -> None:
@@ -399,6 +403,7 @@ def test_token_source_fails_closed_on_an_invalid_replacement_and_recovers(
         assert secret not in logged
 
 
+@pytest.mark.hazard("H-AU-01")
 def test_token_source_fails_closed_when_the_file_goes_away_and_recovers(tmp_path: Path) -> None:
     path = write_token_file(tmp_path / "token")
     source = TokenSource(path)
@@ -412,6 +417,7 @@ def test_token_source_fails_closed_when_the_file_goes_away_and_recovers(tmp_path
     assert "does not exist" in logs[0]["reason"]
 
 
+@pytest.mark.hazard("H-AU-01")
 def test_token_source_fails_closed_when_the_file_is_opened_to_others(tmp_path: Path) -> None:
     path = write_token_file(tmp_path / "token")
     source = TokenSource(path)
@@ -447,6 +453,7 @@ def test_token_source_costs_one_stat_per_call_while_the_file_is_unchanged(
     "given",
     ["", "é" * 40, TEST_TOKEN[:-1], TEST_TOKEN + "x", TEST_TOKEN.upper(), " " + TEST_TOKEN, "\x00"],
 )
+@pytest.mark.hazard("H-AU-01")
 def test_matches_is_false_for_anything_but_the_token_and_never_raises(
     tmp_path: Path, given: str
 ) -> None:

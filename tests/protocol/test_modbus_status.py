@@ -236,6 +236,7 @@ junk = st.one_of(
 
 
 @given(st.lists(st.integers(min_value=-(2**33), max_value=2**33), max_size=2 * STATUS_SPAN.count))
+@pytest.mark.hazard("H-CL-03")
 def test_invariant_7_decode_status_of_random_integer_lists_raises_only_decode_errors(
     registers: list[int],
 ) -> None:
@@ -243,6 +244,7 @@ def test_invariant_7_decode_status_of_random_integer_lists_raises_only_decode_er
 
 
 @given(st.lists(u16, min_size=STATUS_SPAN.count, max_size=STATUS_SPAN.count))
+@pytest.mark.hazard("H-CL-03")
 def test_invariant_7_decode_status_of_random_full_blocks_raises_only_decode_errors(
     registers: list[int],
 ) -> None:

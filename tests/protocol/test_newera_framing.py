@@ -476,6 +476,7 @@ fuzz_bytes = st.binary(max_size=300) | st.lists(
 
 @settings(max_examples=400)
 @given(fuzz_bytes)
+@pytest.mark.hazard("H-CL-03")
 def test_invariant_7_random_bytes_into_the_reply_decoder_yield_only_frames_or_typed_errors(
     data: bytes,
 ) -> None:
@@ -488,6 +489,7 @@ def test_invariant_7_random_bytes_into_the_reply_decoder_yield_only_frames_or_ty
 
 @settings(max_examples=400)
 @given(fuzz_bytes)
+@pytest.mark.hazard("H-CL-03")
 def test_invariant_7_random_bytes_into_the_command_decoder_yield_only_frames_or_typed_errors(
     data: bytes,
 ) -> None:
@@ -500,6 +502,7 @@ def test_invariant_7_random_bytes_into_the_command_decoder_yield_only_frames_or_
 
 @settings(max_examples=200)
 @given(fuzz_bytes, st.data())
+@pytest.mark.hazard("H-CL-03")
 def test_invariant_7_random_bytes_in_random_chunks_never_raise_from_either_stream(
     data: bytes, draw: st.DataObject
 ) -> None:

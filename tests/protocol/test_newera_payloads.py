@@ -28,6 +28,7 @@ def test_parse_dispensed_reads_both_totals_in_ml() -> None:
     )
 
 
+@pytest.mark.hazard("H-OV-07")
 def test_parse_dispensed_converts_microlitres_to_ml() -> None:
     dispensed = parse_dispensed("I250.0W1.500UL")
     assert dispensed.infused_ml == Decimal("0.25")

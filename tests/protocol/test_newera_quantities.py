@@ -231,6 +231,7 @@ def test_encode_rate_of_a_float_never_exceeds_its_decimal_repr(rate_ml_per_h: fl
         ("28.00MH", Decimal("28")),
     ],
 )
+@pytest.mark.hazard("H-OV-07")
 def test_parse_rate_converts_each_unit_to_ml_per_h_exactly(
     text: str, expected_ml_per_h: Decimal
 ) -> None:
@@ -270,6 +271,7 @@ def test_volume_unit_follows_the_diameter_threshold(diameter_mm: float, unit: Vo
     assert volume_unit_for_diameter(diameter_mm) is unit
 
 
+@pytest.mark.hazard("H-OV-07", "H-OV-05")
 def test_encode_volume_truncates_in_the_pump_unit() -> None:
     assert encode_volume(0.25, VolumeUnit.UL) == "250"
     assert encode_volume(Decimal("12.3456"), VolumeUnit.ML) == "12.34"
