@@ -1,7 +1,9 @@
 """The daemon's local HTTP API (FastAPI), bound to loopback by default.
 
-Open: ``/livez``, ``/readyz``, ``/metrics`` (no patient data in any).  Everything else carries
-``Authorization: Bearer <token>``, checked before the body is read (:mod:`gateway.api_guard`):
+Open: ``/livez``, ``/readyz``, ``/metrics`` (no patient data in any).  The status page,
+``GET /`` (:mod:`gateway.status_page`), takes a token or its login form's session cookie.
+Everything else carries ``Authorization: Bearer <token>``, checked before the body is read
+(:mod:`gateway.api_guard`):
 reads (``GET /v1/channels[/{id}]``, ``/openapi.json``) the read or the write token; writes the
 write token: ``POST /v1/channels/{id}/order`` (a channel waiting for one), ``/titers``,
 ``/weight``, ``/vasopressors-withdrawn``, ``/ack``, ``/stop``.
@@ -34,7 +36,9 @@ from gateway.config import OrderConfig
 from gateway.daemon import Gateway
 from gateway.errors import InputError
 from gateway.metrics import CONTENT_TYPE
+from gateway.page_session import PageSessions
 from gateway.soft_limits import API_CONFIRM_HOW, SoftLimitError
+from gateway.status_page import add_status_page
 
 log = structlog.get_logger("gateway.api")
 
@@ -221,9 +225,10 @@ def create_app(
     """
     app = FastAPI(title="infusion-gateway", version="1", docs_url=None, redoc_url=None)
     app.state.gateway = gateway
-    app.add_middleware(
-        RequestGuard, credentials=Credentials(_as_check(token), _as_check(read_token))
-    )
+    credentials = Credentials(_as_check(token), _as_check(read_token))
+    sessions = PageSessions(credentials)
+    app.add_middleware(RequestGuard, credentials=credentials, sessions=sessions)
+    add_status_page(app, gateway, credentials, sessions)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -3,10 +3,14 @@
 A pure ASGI middleware, outside the web framework, so that a request is refused *before* its
 body is read or parsed:
 
-1. ``/livez``, ``/readyz`` and ``/metrics`` are open (they hold no patient data).  Everything
-   else needs ``Authorization: Bearer <token>``: a ``GET`` the read token or the write token, any
-   other method the write token.  No token configured for that access: 403; a missing or wrong
-   token: 401.  Both without reading one byte of the body.
+1. ``/livez``, ``/readyz`` and ``/metrics`` are open (they hold no patient data), and so are
+   the status page's login form, logout and style sheet.  Everything else needs
+   ``Authorization: Bearer <token>``: a ``GET`` the read token or the write token, any other
+   method the write token.  No token configured for that access: 403; a missing or wrong token:
+   401.  Both without reading one byte of the body.  The one exception is the status page,
+   ``GET /``: without an ``Authorization`` header it also takes the session cookie its login
+   form set (:mod:`gateway.page_session`), and without either it sends the browser to the form
+   (303).  The cookie opens nothing else.
 2. A declared ``Content-Length`` above :data:`MAX_BODY_BYTES` is 413 at once; a body that turns
    out larger while it is read (chunked, or lying about its length) is cut off at the limit and
    answered 413; a body not received within :data:`BODY_READ_TIMEOUT_S` is 408.  So a request
@@ -22,6 +26,13 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from enum import Enum
 from typing import Any, Protocol
 
+from gateway.page_session import (
+    LOGIN_LOCATION,
+    PAGE_OPEN_PATHS,
+    PAGE_PATH,
+    PageSessions,
+    came_over_https,
+)
 from gateway.tokens import same_token
 
 #: The largest request body the API reads (bytes).  Its largest real body, an order, is ~600.
@@ -110,22 +121,48 @@ async def send_json(send: Send, status: int, body: dict[str, Any], **headers: st
     await send({"type": "http.response.body", "body": payload})
 
 
+async def send_redirect(send: Send, location: str, **headers: str) -> None:
+    """Answer 303 See Other to ``location`` (the request body is left unread)."""
+    raw_headers = [
+        (b"location", location.encode()),
+        (b"content-length", b"0"),
+        (b"cache-control", b"no-store"),
+        (b"connection", b"close"),
+        *((k.lower().encode(), v.encode()) for k, v in headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": 303, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
 class RequestGuard:
     """ASGI middleware: authenticate, then bound the body, before the app sees the request."""
 
     def __init__(
-        self, app: ASGIApp, credentials: Credentials, max_body_bytes: int = MAX_BODY_BYTES
+        self,
+        app: ASGIApp,
+        credentials: Credentials,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        sessions: PageSessions | None = None,
     ) -> None:
         self.app = app
         self.credentials = credentials
         self.max_body_bytes = max_body_bytes
+        self.sessions = sessions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if scope["path"] not in OPEN_PATHS:
+        sessions = self._page_sessions(scope, headers)
+        if sessions is not None:
+            if not sessions.valid(headers.get("cookie")):
+                # A stale or forged cookie is removed on the way to the login form.
+                secure = came_over_https(scope.get("scheme", "http"), headers)
+                clear = {"Set-Cookie": sessions.clear_cookie(secure=secure)}
+                await send_redirect(send, LOGIN_LOCATION, **(clear if "cookie" in headers else {}))
+                return
+        elif scope["path"] not in OPEN_PATHS and scope["path"] not in PAGE_OPEN_PATHS:
             access = Access.READ if scope["method"] in _READ_METHODS else Access.WRITE
             refused = self.credentials.refusal(headers.get("authorization"), access)
             if refused is not None:
@@ -140,6 +177,17 @@ class RequestGuard:
             await send_json(send, 413, {"detail": self._too_large()})
             return
         await self._bounded(scope, receive, send)
+
+    def _page_sessions(self, scope: Scope, headers: dict[str, str]) -> PageSessions | None:
+        """The sessions to check when this request is for the status page without a bearer
+        token (a browser); None for every other request."""
+        if (
+            scope["path"] == PAGE_PATH
+            and scope["method"] in _READ_METHODS
+            and "authorization" not in headers
+        ):
+            return self.sessions
+        return None
 
     def _too_large(self) -> str:
         return f"request body: must be at most {self.max_body_bytes} bytes of JSON"

@@ -30,3 +30,10 @@ def floor_display(value: float | None, step: float = DISPLAY_STEP) -> float | No
 def floor_dose(mg_per_kg: float | None) -> float | None:
     """A dose in mg/kg rounded down to 0.1."""
     return floor_display(mg_per_kg, DOSE_DISPLAY_STEP_MG_PER_KG)
+
+
+def shown(value: float | None, unit: str, step: float = DISPLAY_STEP) -> str:
+    """``value`` rounded down to ``step`` and written with its unit for a person (0.1 steps with
+    one decimal, 0.01 steps with two): ``"13.99 mL/h"``; ``"-"`` when there is no value."""
+    floored = floor_display(value, step)
+    return "-" if floored is None else f"{floored:.{1 if step >= 0.1 else 2}f} {unit}"
