@@ -49,6 +49,8 @@ class DemoOptions:
     state_dir: Path | None = None
     #: Confirm a weight or titer outside the soft limits (e.g. a 250-kg patient).
     confirm: bool = False
+    #: Write the course report of the run here (.png, .svg or .html: gateway/report/).
+    report: Path | None = None
 
 
 Progress = Callable[[str], None]
@@ -112,9 +114,15 @@ def _run(options: DemoOptions, state_dir: Path, progress: Progress | None) -> di
             )
         )
         elapsed = time.monotonic() - started
-        return driver.summary(elapsed, days_wanted, str(state_dir) if options.state_dir else None)
+        kept = str(state_dir) if options.state_dir else None
+        summary = driver.summary(elapsed, days_wanted, kept)
     finally:
         server.close()
+    if options.report is not None:
+        from gateway.report.output import format_for, write_report  # matplotlib: only if asked
+
+        write_report(state_dir, [(format_for(options.report), options.report)])
+    return summary
 
 
 class _DemoWorld:

@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "pump": ("pump", "bedside diagnostics: info, status, start, stop, set-rate on one pump"),
     "run": ("run", "run the gateway daemon (config file, or one channel from flags)"),
     "token": ("token", "make or rotate the API's token file: token new FILE [--force]"),
+    "report": ("report", "draw a course from the journal: --png, --svg or --html FILE"),
     "status": ("client:status", "show a running gateway's channels, days and alarms"),
     "order": ("client:order", "give a waiting channel its patient's order"),
     "titer": ("client:titer", "post a morning IgM titer to a running gateway"),

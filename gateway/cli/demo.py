@@ -36,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--confirm", action="store_true", help="use a weight or titer outside the soft limits"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON summary object")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE",
+        help="write the course report of the run (.png, .svg or .html)",
+    )
 
 
 def render(summary: dict[str, Any]) -> str:
@@ -87,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.days is not None and not 1 <= args.days <= 7:
         raise InputError("--days", "a whole number from 1 to 7", args.days)
+    if args.report is not None:  # refused before the run, not after it
+        from gateway.report.output import check_output, format_for
+
+        format_for(args.report)
+        check_output(args.report, "--report")
     configure_logging(json_lines=True, level="warning")
     options = DemoOptions(
         arm=Arm(args.arm),
@@ -99,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         half_life_h=args.half_life_h,
         state_dir=args.state_dir,
         confirm=args.confirm,
+        report=args.report,
     )
 
     def progress(line: str) -> None:

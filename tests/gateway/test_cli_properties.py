@@ -35,6 +35,7 @@ GUARDS: dict[str, list[str]] = {
     "run": ["--time-scale", "0"],  # refused by the config before the journal or a pump
     "pump": ["--url", "newera:///dev/nonexistent-xyz"],  # cannot open: exit 1
     "token": ["/nonexistent-xyz-dir/token"],  # FILE in a directory that does not exist
+    "report": ["--state-dir", "/nonexistent-xyz-dir"],  # no such state directory: exit 2
     **{
         name: ["--api", "127.0.0.1:1"]  # nobody listens: exit 1
         for name, (module, _) in SUBCOMMANDS.items()
