@@ -512,6 +512,9 @@ class Channel:
             days=_day_records(None if first else self._journalled, decision.state),
             wall_s=self.clock.wall(),
             monotonic_s=self.clock.monotonic(),
+            # A checkpoint (a reading and nothing decided on it) is fsynced with the next
+            # durable write: nothing is done on it, so "write first, act after" is not at stake.
+            durable=bool(decision.effects) or any(kind != "readback" for kind, _ in events),
         )
         self.course = self._journalled = decision.state
         for kind, payload in events:

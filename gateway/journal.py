@@ -55,6 +55,9 @@ SCHEMA_VERSION = 2
 #: Older schema versions this gateway upgrades in place on open (1 -> 2: the ``outbox`` table).
 _UPGRADES_FROM = frozenset({"1"})
 JOURNAL_FILENAME = "journal.sqlite3"
+#: A write that need not be durable at once (a checkpoint: nothing is acted on it) is fsynced
+#: with the next durable one, and at the latest this many real seconds after the last fsync.
+MAX_UNSYNCED_S = 60.0
 LOCK_FILENAME = "journal.lock"
 
 #: SQLite's primary result codes for a damaged file or one that is not a database at all.
@@ -205,8 +208,11 @@ class Journal:
         self.lock_path = self.state_dir / LOCK_FILENAME
         self._lock = threading.RLock()
         self._group = _GroupCommit(self) if group_commit else None
-        #: Write transactions committed since open (each is one fsync of the WAL).
+        #: Write transactions committed since open, and how many of them were fsynced (the
+        #: others were made durable by the next fsync of the WAL).
         self.transactions = 0
+        self.syncs = 0
+        self._last_sync_s = time.monotonic()
         self._db: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         try:
@@ -289,19 +295,20 @@ class Journal:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def _transaction(self) -> _Transaction:
+    def _transaction(self, *, durable: bool = True) -> _Transaction:
         """A transaction of its own, for writes that read and decide inside it."""
-        return _Transaction(self)
+        return _Transaction(self, durable=durable)
 
-    def _write(self, apply: Callable[[sqlite3.Connection], _T]) -> _T:
-        """``apply(db)`` durably: in the group's next transaction (see the module's "Group
-        commit"), or one of its own without group commit.  Returns once that transaction is
-        committed (fsynced); raises what ``apply`` raised, or JournalError, with none of its
-        writes kept.  ``apply`` only executes statements: it may run on another thread."""
+    def _write(self, apply: Callable[[sqlite3.Connection], _T], *, durable: bool = True) -> _T:
+        """``apply(db)`` in the group's next transaction (see the module's "Group commit"), or
+        one of its own without group commit.  Returns once that transaction is committed, and
+        fsynced unless ``durable`` is False (see :meth:`commit`); raises what ``apply`` raised,
+        or JournalError, with none of its writes kept.  ``apply`` only executes statements: it
+        may run on another thread."""
         if self._group is None:
-            with self._transaction() as db:
+            with self._transaction(durable=durable) as db:
                 return apply(db)
-        return self._group.write(apply)
+        return self._group.write(apply, durable=durable)
 
     def record(
         self,
@@ -342,10 +349,16 @@ class Journal:
         days: Sequence[DayRecord],
         wall_s: float,
         monotonic_s: float,
+        durable: bool = True,
     ) -> None:
         """One decision: its events, the channel's new state and changed days, in one
-        transaction.  Either all of it is durable or none of it; it is durable when this
-        returns (the transaction may hold other channels' decisions too: group commit)."""
+        transaction.  Either all of it is kept or none of it; it is durable when this returns
+        (the transaction may hold other channels' decisions too: group commit).
+
+        ``durable=False`` for a write nothing is acted on (a checkpoint): it is committed, so a
+        killed process loses nothing, but fsynced only with the next durable write or within
+        :data:`MAX_UNSYNCED_S`, so a power cut may lose the last minute of checkpoints (the
+        restart then reconciles from an older state, as after any outage)."""
         # Encoded here, on the caller's thread: a payload that cannot be encoded fails its own
         # caller only, before anything joins a group.
         event_rows = [
@@ -366,7 +379,7 @@ class Journal:
             if day_rows:
                 db.executemany(_UPSERT_DAY, day_rows)
 
-        self._write(apply)
+        self._write(apply, durable=durable)
 
     def upsert_day(
         self,
@@ -697,14 +710,21 @@ class _Transaction:
     Any SQLite error inside (the statements, the commit) leaves as a :class:`JournalError`.
     """
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, *, durable: bool = True) -> None:
         self._journal = journal
+        self._durable = durable
+        self._sync = True
 
     def __enter__(self) -> sqlite3.Connection:
         journal = self._journal
         journal._lock.acquire()
         try:
             db = journal._connection
+            self._sync = self._durable or time.monotonic() - journal._last_sync_s >= MAX_UNSYNCED_S
+            if not self._sync:
+                # WAL with synchronous=NORMAL: committed without an fsync; the next
+                # synchronous=FULL commit fsyncs the WAL, these frames with it.
+                db.execute("PRAGMA synchronous=NORMAL")
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             journal._lock.release()
@@ -726,13 +746,21 @@ class _Transaction:
                         db.execute("ROLLBACK")
                     raise _as_journal_error(journal.path, "cannot commit", error) from error
                 journal.transactions += 1
+                if self._sync:
+                    journal.syncs += 1
+                    journal._last_sync_s = time.monotonic()
                 return
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 raise _as_journal_error(journal.path, "cannot write", exc) from exc
         finally:
-            journal._lock.release()
+            try:
+                if not self._sync:
+                    with contextlib.suppress(sqlite3.Error, JournalError):
+                        journal._connection.execute("PRAGMA synchronous=FULL")
+            finally:
+                journal._lock.release()
 
 
 _T = TypeVar("_T")
@@ -741,10 +769,11 @@ _T = TypeVar("_T")
 class _Write(Generic[_T]):
     """One caller's writes, queued for a group; applied, and then woken, by its leader."""
 
-    __slots__ = ("_asleep", "apply", "error", "lead", "result")
+    __slots__ = ("_asleep", "apply", "durable", "error", "lead", "result")
 
-    def __init__(self, apply: Callable[[sqlite3.Connection], _T]) -> None:
+    def __init__(self, apply: Callable[[sqlite3.Connection], _T], durable: bool = True) -> None:
         self.apply = apply
+        self.durable = durable
         #: Held while the writer sleeps: released (once) when the write is done or when its
         #: thread is to lead.  (A bare lock: an Event's condition costs several times more.)
         self._asleep = threading.Lock()
@@ -804,14 +833,14 @@ class _GroupCommit:
         self._queue: list[_Write[Any]] = []
         self._leading = False
 
-    def write(self, apply: Callable[[sqlite3.Connection], _T]) -> _T:
+    def write(self, apply: Callable[[sqlite3.Connection], _T], *, durable: bool = True) -> _T:
         journal = self._journal
         if journal._lock._is_owned():  # type: ignore[attr-defined]
             # Called under the journal's lock (inside a read or transaction of this thread):
             # no leader could take the lock, so write here, as without group commit.
-            with journal._transaction() as db:
+            with journal._transaction(durable=durable) as db:
                 return apply(db)
-        mine = _Write(apply)
+        mine = _Write(apply, durable)
         with self._mutex:
             self._queue.append(mine)
             if not self._leading:
@@ -858,7 +887,8 @@ class _GroupCommit:
         """One transaction for the group; on its failure every write of it fails."""
         path = self._journal.path
         try:
-            with _Transaction(self._journal) as db:
+            # Durable if any write of the group must be: one fsync covers them all.
+            with _Transaction(self._journal, durable=any(w.durable for w in group)) as db:
                 for write in group:
                     write.run(db, path)
         except BaseException as exc:

@@ -11,13 +11,16 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
 from gateway.course_state import STATE_VERSION, CourseState, dump_state, load_state
-from gateway.journal import JOURNAL_FILENAME
+from gateway.journal import JOURNAL_FILENAME, Journal
 from gateway.rules import CourseRules
 from protocol.pump_state import PumpAlarm
 from tests.gateway.conftest import Rig
@@ -139,3 +142,36 @@ def test_the_status_json_is_the_view_as_json(make_rig: Callable[..., Rig]) -> No
     assert {a["code"] for a in expected["alarms"]} >= {"pump_occlusion"}
     assert len(expected["days"]) == 2
     assert expected["days"][0]["titer"] is not None
+
+
+def test_a_checkpoint_is_fsynced_with_the_next_durable_write(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """Checkpoints commit without an fsync of their own; commands and alarms still fsync."""
+    rig = make_rig()
+    rig.run(120.0, step_s=POLL_S)
+    transactions, syncs = rig.journal.transactions, rig.journal.syncs
+    rig.run(10 * CHECKPOINT_S, step_s=POLL_S)  # ten checkpoints, nothing else
+    assert rig.journal.transactions - transactions == 10
+    assert rig.journal.syncs == syncs  # within MAX_UNSYNCED_S of the last fsync
+    rig.model.inject(PumpAlarm.OCCLUSION)
+    rig.channel.step()  # an alarm and a stop: durable before the stop is sent
+    assert rig.journal.syncs == syncs + 1
+    db = rig.journal._connection
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again after each
+
+
+def test_a_checkpoint_survives_a_killed_process(tmp_path: Path) -> None:
+    """Committed is committed: only a power cut (not a kill) can lose an unsynced checkpoint."""
+    script = (
+        "import os, sys\n"
+        "from gateway.journal import Journal\n"
+        "j = Journal(sys.argv[1])\n"
+        "j.commit('bed1', [('readback', {'n': 1})], state={'s': 1}, days=[], wall_s=1.0,"
+        " monotonic_s=1.0, durable=False)\n"
+        "os._exit(0)\n"  # no close, no checkpoint of the WAL: as kill -9 after the commit
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=30)
+    with Journal(tmp_path) as journal:
+        assert [e.payload for e in journal.events("bed1", "readback")] == [{"n": 1}]
+        assert journal.channel_state("bed1") is not None
