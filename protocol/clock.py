@@ -63,25 +63,52 @@ class ScaledClock:
     """
 
     def __init__(self, time_scale: float, *, anchor_wall_s: float | None = None) -> None:
-        if not (0.0 < time_scale < float("inf")):
-            raise ValueError(f"time_scale must be a finite number > 0, got {time_scale!r}")
+        _check_scale(time_scale)
         self._scale = float(time_scale)
         self._real_start = time.monotonic()
         self.anchor_wall_s = time.time() if anchor_wall_s is None else float(anchor_wall_s)
+        # Simulated seconds (monotonic, wall) already counted at ``_real_start`` / at
+        # ``_wall_real_start`` under earlier scales: 0 and the anchor until set_time_scale.
+        self._lock = threading.Lock()
+        self._monotonic_base = 0.0
+        self._wall_real_start = self.anchor_wall_s
+        self._wall_base = self.anchor_wall_s
 
     @property
     def time_scale(self) -> float:
         return self._scale
 
     def monotonic(self) -> float:
-        return (time.monotonic() - self._real_start) * self._scale
+        with self._lock:
+            return self._monotonic_base + (time.monotonic() - self._real_start) * self._scale
 
     def wall(self) -> float:
-        return self.anchor_wall_s + (time.time() - self.anchor_wall_s) * self._scale
+        with self._lock:
+            return self._wall_base + (time.time() - self._wall_real_start) * self._scale
+
+    def set_time_scale(self, time_scale: float) -> None:
+        """Run at ``time_scale`` from now on, without a jump: simulated time so far is kept and
+        only its rate changes (a simulator whose rig asks for another speed mid-run).
+
+        ``anchor_wall_s`` then no longer describes the mapping (it is for a gateway's journal,
+        whose clock never changes scale).  ValueError unless a finite number > 0.
+        """
+        _check_scale(time_scale)
+        with self._lock:
+            real_now, wall_now = time.monotonic(), time.time()
+            self._monotonic_base += (real_now - self._real_start) * self._scale
+            self._wall_base += (wall_now - self._wall_real_start) * self._scale
+            self._real_start, self._wall_real_start = real_now, wall_now
+            self._scale = float(time_scale)
 
     def real_seconds(self, simulated_s: float) -> float:
         """How many real seconds ``simulated_s`` simulated seconds take on this clock."""
         return simulated_s / self._scale
+
+
+def _check_scale(time_scale: float) -> None:
+    if not (0.0 < time_scale < float("inf")):
+        raise ValueError(f"time_scale must be a finite number > 0, got {time_scale!r}")
 
 
 class ManualClock:

@@ -28,6 +28,7 @@ fault                                                        actions            
 ``power_loss`` (an instantaneous power cycle)                inject                 none
 ``hang`` (the line goes dead both ways)                      inject, clear          none
 ``garbage`` / ``corrupt`` (probability per reply)            inject (value), clear  0..1
+``duplicate`` (probability per reply: sent twice)            inject (value), clear  0..1
 ``slow`` (reply delay, simulated seconds)                    inject (value), clear  0..3600
 ``frozen_totalizer`` (reported volume stops advancing)       inject, clear          none
 ``totalizer_jump`` (reported volume off by value, mL)        inject (value), clear  -1e5..1e5
@@ -113,6 +114,7 @@ class FaultKind(StrEnum):
     HANG = "hang"
     GARBAGE = "garbage"
     CORRUPT = "corrupt"
+    DUPLICATE = "duplicate"
     SLOW = "slow"
     FROZEN_TOTALIZER = "frozen_totalizer"
     TOTALIZER_JUMP = "totalizer_jump"
@@ -149,6 +151,7 @@ _INJECT_ONLY: frozenset[FaultKind] = frozenset({FaultKind.PROGRAM_ERROR, FaultKi
 _VALUE_RANGE: dict[FaultKind, tuple[float, float]] = {
     FaultKind.GARBAGE: (0.0, 1.0),
     FaultKind.CORRUPT: (0.0, 1.0),
+    FaultKind.DUPLICATE: (0.0, 1.0),
     FaultKind.SLOW: (0.0, MAX_REPLY_DELAY_S),
     FaultKind.TOTALIZER_JUMP: (-MAX_TOTALIZER_JUMP_ML, MAX_TOTALIZER_JUMP_ML),
     FaultKind.RATE_ECHO_WRONG: (-MAX_RATE_ECHO_OFFSET_ML_PER_H, MAX_RATE_ECHO_OFFSET_ML_PER_H),
@@ -167,8 +170,8 @@ class FaultEntry(BaseModel):
     value: float | None = Field(
         default=None, allow_inf_nan=False, strict=True, validate_default=True
     )
-    """Probability (``garbage``, ``corrupt``), delay in seconds (``slow``), offset in mL
-    (``totalizer_jump``) or mL/h (``rate_echo_wrong``); only on inject."""
+    """Probability (``garbage``, ``corrupt``, ``duplicate``), delay in seconds (``slow``), offset
+    in mL (``totalizer_jump``) or mL/h (``rate_echo_wrong``); only on inject."""
     note: str = Field(default="", strict=True)
     """Free text for the reader of the script; ignored by the model."""
 
@@ -307,6 +310,13 @@ class LineFaults:
     - ``reply_delay_s``: the transport waits this many *simulated* seconds before each reply.
     - ``garbage_probability`` / ``corrupt_probability``: chances per reply that :meth:`mangle`
       prepends random bytes / flips bits in one byte of the reply.
+    - ``duplicate_probability``: chance per reply that :meth:`mangle` sends it twice, back to
+      back (a repeater or converter that echoes a frame): the host must not take the copy for the
+      reply to its next request.
+
+    The transports that pass their replies through :meth:`mangle` (NE-1000 on a pty or TCP,
+    Modbus RTU) honour the last three; Modbus TCP ignores them (TCP keeps a payload intact and
+    its transaction ids tell copies apart).
 
     Values are validated on assignment (:class:`~simulator.errors.OutOfRangeError`).  Thread-safe:
     it shares the model's lock and seeded RNG, so the same seed and the same sequence of replies
@@ -328,6 +338,7 @@ class LineFaults:
         self._reply_delay_s = 0.0
         self._garbage_probability = 0.0
         self._corrupt_probability = 0.0
+        self._duplicate_probability = 0.0
 
     @property
     def hang(self) -> bool:
@@ -391,22 +402,38 @@ class LineFaults:
             self._sync()
             self._corrupt_probability = checked
 
+    @property
+    def duplicate_probability(self) -> float:
+        """Chance (0..1) that a reply is sent twice."""
+        with self._lock:
+            self._sync()
+            return self._duplicate_probability
+
+    @duplicate_probability.setter
+    def duplicate_probability(self, value: float) -> None:
+        checked = _checked_probability("duplicate_probability", value)
+        with self._lock:
+            self._sync()
+            self._duplicate_probability = checked
+
     def reset(self) -> None:
-        """A clean line: no hang, no delay, no garbage, no corruption."""
+        """A clean line: no hang, no delay, no garbage, no corruption, no copies."""
         with self._lock:
             self._sync()
             self._hang = False
             self._reply_delay_s = 0.0
             self._garbage_probability = 0.0
             self._corrupt_probability = 0.0
+            self._duplicate_probability = 0.0
 
     def mangle(self, reply: bytes) -> bytes:
-        """``reply`` as it arrives at the host: maybe garbage first, maybe one byte corrupted.
+        """``reply`` as it arrives at the host: maybe garbage first, maybe one byte corrupted,
+        maybe (garbage, reply and all) twice.
 
         Garbage is 1..:data:`MAX_GARBAGE_BYTES` bytes of any value (STX/ETX included: framers must
         resynchronise).  Corruption XORs one byte of the reply proper with a non-zero mask, so the
-        reply always differs.  With both probabilities 0 the reply is returned unchanged and the RNG
-        is not used.  Deterministic for a given seed and sequence of calls.
+        reply always differs.  With all three probabilities 0 the reply is returned unchanged and
+        the RNG is not used.  Deterministic for a given seed and sequence of calls.
         """
         with self._lock:
             self._sync()
@@ -420,4 +447,10 @@ class LineFaults:
                 and self._rng.random() < self._corrupt_probability
             ):
                 body[self._rng.randrange(len(body))] ^= self._rng.randint(1, 255)
-            return garbage + bytes(body)
+            sent = garbage + bytes(body)
+            if (
+                self._duplicate_probability > 0.0
+                and self._rng.random() < self._duplicate_probability
+            ):
+                return sent + sent
+            return sent

@@ -27,6 +27,10 @@ fields and what the pump *reports* in its ``reported_*`` fields; the transports 
 reported ones.  Inject and clear them with :meth:`PumpModel.inject_fault` /
 :meth:`PumpModel.clear_fault` (which take every :class:`FaultKind`) or from a fault script.
 
+**Reset.**  :meth:`PumpModel.reset_to_power_on` makes the pump what it was when created, without
+a new model (a test rig resets it between tests over the control API): everything but the lifetime
+total, the uptime and the event log.  :meth:`PumpModel.clear_all_faults` ends every fault at once.
+
 **Thread safety.**  One re-entrant lock guards the model and its :class:`LineFaults`; transports
 may call any method from any thread.
 """
@@ -162,6 +166,7 @@ class EventKind(StrEnum):
     STATE = "state"  # the reported PumpState changed
     SCRIPT = "script"  # a fault-script entry was applied
     FAULT = "fault"  # a fault was injected or cleared with inject_fault / clear_fault
+    RESET = "reset"  # reset_to_power_on: the pump as it was at power-on (lifetime total kept)
 
 
 @dataclass(frozen=True)
@@ -557,6 +562,56 @@ class PumpModel:
             self._advance()
             return dict(self._lies)
 
+    def active_conditions(self) -> frozenset[PumpAlarm]:
+        """The injected physical conditions present now (an occlusion not yet relieved, ...);
+        RESERVOIR_EMPTY is not one of them: it is the reservoir's own state."""
+        with self._lock:
+            self._advance()
+            return frozenset(self._conditions)
+
+    def scheduled_faults(self) -> tuple[tuple[float, FaultEntry], ...]:
+        """Script entries still to come, as ``(clock time due, entry)``, in the order they apply."""
+        with self._lock:
+            self._advance()
+            return tuple((due, entry) for due, _, _, entry in sorted(self._pending))
+
+    def clear_all_faults(self) -> None:
+        """End every fault: conditions, lying-pump faults and line faults now, and drop every
+        scheduled entry.  Latched alarms stay latched (:meth:`clear_alarms` is the host's)."""
+        with self._lock:
+            self._advance()
+            self._pending.clear()
+            self._conditions.clear()
+            self._lies.clear()
+            self._line.reset()
+            self._log(EventKind.FAULT, "all faults cleared")
+
+    def reset_to_power_on(self) -> None:
+        """The pump as it was when it was created, without restarting the process: stopped,
+        rate, VTBI and watchdog 0, totalizer 0, reservoir full, no alarm, no fault (injected,
+        lying, line or scheduled).  Kept: the lifetime total (the ground truth of everything ever
+        delivered), the uptime and the clock on which fault-script times count, the event log.
+        The watchdog timer waits for the first valid packet, as at power-up."""
+        with self._lock:
+            self._advance()
+            self._commit()
+            self._running = PumpState.STOPPED
+            self._rate = self._nonvolatile_rate = 0.0
+            self._vtbi = self._vtbi_remaining = 0.0
+            self._watchdog_timeout = 0.0
+            self._last_packet = None
+            self._volume = 0.0
+            self._reservoir = self._capacity
+            self._pending.clear()
+            self._conditions.clear()
+            self._lies.clear()
+            self._frozen_volume = self._frozen_uptime = 0.0
+            self._line.reset()
+            for alarm in sorted(self._latched, key=lambda a: a.value):
+                self._unlatch(alarm)
+            self._log(EventKind.RESET, "reset to power-on state")
+            self._note_state()
+
     def schedule(self, script: FaultScript) -> None:
         """Apply each entry of ``script`` at ``started_monotonic_s + at_s``, during :meth:`advance`.
 
@@ -786,6 +841,8 @@ class PumpModel:
             self._line.garbage_probability = entry.value if entry.value is not None else 0.0
         elif entry.fault is FaultKind.CORRUPT:
             self._line.corrupt_probability = entry.value if entry.value is not None else 0.0
+        elif entry.fault is FaultKind.DUPLICATE:
+            self._line.duplicate_probability = entry.value if entry.value is not None else 0.0
         elif entry.fault is FaultKind.SLOW:
             self._line.reply_delay_s = entry.value if entry.value is not None else 0.0
         else:  # pragma: no cover - every FaultKind is handled above
