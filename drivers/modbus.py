@@ -15,6 +15,12 @@ exception and ``OSError`` becomes one of the typed errors of :mod:`drivers.error
   count or value, e.g. a late reply to an earlier request on RTU, which has no transaction
   ids): :class:`~drivers.errors.PumpProtocolError`.
 
+A poll is one transaction: function 23 (Read/Write Multiple Registers) writes the new HEARTBEAT
+and reads the status block at once (the pump writes before it reads, so the block already echoes
+the heartbeat).  The map makes function 23 optional: a pump that answers it with exception 01
+(ILLEGAL_FUNCTION) is polled with two requests (06 then 03) for the rest of that connection, and
+that is logged once (``modbus_read_write_unsupported``).
+
 pymodbus's own retries are off (``retries=0``): :class:`~drivers.base.PumpDriver` owns retrying,
 so one attempt waits at most about ``timeout_s``.  The serial port is opened exclusively:
 pymodbus 3.16 opens it with pyserial's ``exclusive=True`` (an advisory ``flock``), so a second
@@ -29,12 +35,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Literal, TypeVar
 
+import structlog
 from pydantic import Field, field_validator
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.pdu.register_message import (
     ReadHoldingRegistersResponse,
+    ReadWriteMultipleRegistersResponse,
     WriteMultipleRegistersResponse,
     WriteSingleRegisterResponse,
 )
@@ -48,6 +56,7 @@ from drivers.errors import (
     PumpTimeoutError,
     UnsupportedPumpError,
 )
+from drivers.recording import RecordingOption, tap_for
 from drivers.status import PumpIdentity, PumpStatus
 from drivers.url import PumpUrl, WholeNumber
 from protocol.errors import DecodeError, EncodeError
@@ -90,6 +99,8 @@ __all__ = [
 
 T = TypeVar("T")
 
+log = structlog.get_logger("drivers.modbus")
+
 #: Baud rates a ``modbus+rtu`` URL may ask for.
 BAUD_RATES: Final = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
@@ -105,13 +116,16 @@ _DRAIN_POLL_S: Final = 0.005
 #: (the pump truncates the volume to whole counts, so the truth is less than one count above).
 _VOLUME_INFUSED_RESOLUTION_ML: Final = float(Reg.VOLUME_INFUSED.scale)
 
+#: Function 23, Read/Write Multiple Registers: one poll's heartbeat write and status read.
+_READ_WRITE_MULTIPLE: Final = 23
+
 #: Text pymodbus 3.16 puts in the ModbusIOException it raises when no reply came in time.
 _NO_RESPONSE_TEXT: Final = "No response received"
 
 _Client = ModbusTcpClient | ModbusSerialClient
 
 
-class ModbusOptions(DriverOptions):
+class ModbusOptions(DriverOptions, RecordingOption):
     """Options of a ``modbus+tcp`` / ``modbus+rtu`` pump URL."""
 
     #: Modbus unit id (RTU slave address) of the pump.
@@ -149,7 +163,8 @@ class ModbusDriver(PumpDriver):
 
     Rates are in mL/h (0.01 mL/h steps), volumes in mL (0.001 mL steps), both truncated toward
     zero before sending.  Each :meth:`read_status` writes a new HEARTBEAT value (feeding the
-    pump's bus watchdog) and then reads the status block in one transaction.
+    pump's bus watchdog) and reads the status block in one function-23 transaction; a pump
+    without function 23 gets the write (06) and then the read (03), two transactions.
     """
 
     options_model = ModbusOptions
@@ -169,8 +184,12 @@ class ModbusDriver(PumpDriver):
             )
         self._options: Final = options
         self._client: _Client | None = None
+        self._tap = tap_for(self.url, options.record)  # ?record=FILE: the wire, to a file
         self._identification: Identification | None = None
         self._heartbeat: int | None = None  # the value we last wrote, or None: not known yet
+        # Function 23 for polls: True until the pump on this connection answers it with
+        # exception 01; then two requests per poll until the next connection.
+        self._read_write = True
         self._received = False  # bytes arrived during the current transaction
 
     # -- link ----------------------------------------------------------------------------
@@ -215,13 +234,18 @@ class ModbusDriver(PumpDriver):
         if not connected:
             _close(client)
             raise LinkLostError(f"{self.url.redacted()}: {problem}")
+        if self._tap is not None:
+            client.socket = self._tap.attach(client.socket)
         self._client = client
 
     def _disconnect(self) -> None:
         client, self._client = self._client, None
         self._heartbeat = None  # the pump may have restarted: read what it holds next time
+        self._read_write = True  # it may be another pump next time: offer function 23 again
         if client is not None:
             _close(client)
+        if self._tap is not None:
+            self._tap.detach()
 
     def _after_failed_request(self) -> None:
         """RTU has no transaction ids: discard what a late reply left until the line is quiet."""
@@ -430,9 +454,8 @@ class ModbusDriver(PumpDriver):
         )
 
     def _read_status(self) -> PumpStatus:
-        """Feed the watchdog (a new HEARTBEAT), then read the whole status block at once."""
-        self._beat()
-        words = self._read_span(STATUS_SPAN, "read status")
+        """Feed the watchdog (a new HEARTBEAT) and read the whole status block at once."""
+        words = self._beat_and_read_status()
         try:
             block = decode_status(words)
         except DecodeError as exc:
@@ -456,14 +479,69 @@ class ModbusDriver(PumpDriver):
             uptime_s=float(Reg.UPTIME.scale * block.uptime_s),
         )
 
-    def _beat(self) -> None:
-        """Write a HEARTBEAT value other than the one the pump holds (that feeds its watchdog)."""
+    def _beat_and_read_status(self) -> list[int]:
+        """A new HEARTBEAT, then the status block: one function-23 transaction, or two requests
+        (06, 03) to a pump that refused function 23 on this connection."""
+        if self._read_write:
+            words = self._read_write_status(self._next_heartbeat())
+            if words is not None:
+                return words
+        self._beat()
+        return self._read_span(STATUS_SPAN, "read status")
+
+    def _next_heartbeat(self) -> int:
+        """A HEARTBEAT value other than the one the pump holds (writing it feeds the watchdog)."""
         if self._heartbeat is None:
             (self._heartbeat,) = self._read(Reg.HEARTBEAT, 1, "read heartbeat")
         value = (self._heartbeat + 1) & U16_MAX
         # Counted as written before the reply: a retry after a lost reply writes a new value.
         self._heartbeat = value
-        self._write_single(Reg.HEARTBEAT, value, "heartbeat")
+        return value
+
+    def _beat(self) -> None:
+        """Write a new HEARTBEAT value (function 06)."""
+        self._write_single(Reg.HEARTBEAT, self._next_heartbeat(), "heartbeat")
+
+    def _read_write_status(self, heartbeat: int) -> list[int] | None:
+        """Function 23: write ``heartbeat`` to HEARTBEAT, then read the status block, in one
+        transaction.  None when the pump answers exception 01 (the map lets a pump go without
+        function 23): polls take two requests from then on, until the next connection."""
+        what = "heartbeat and read status"
+        unit = self._options.unit
+        span = STATUS_SPAN
+        reply = self._transact(
+            what,
+            lambda client: client.readwrite_registers(
+                read_address=span.address,
+                read_count=span.count,
+                write_address=Reg.HEARTBEAT.address,
+                values=[heartbeat],
+                device_id=unit,
+            ),
+        )
+        if (
+            isinstance(reply, ExceptionResponse)
+            and reply.function_code == _READ_WRITE_MULTIPLE | 0x80
+            and reply.exception_code == MapException.ILLEGAL_FUNCTION
+        ):
+            self._read_write = False
+            log.info(
+                "modbus_read_write_unsupported",
+                pump=self.url.redacted(),
+                unit=unit,
+                polls="two requests each (06 then 03) until the next connection",
+            )
+            return None
+        self._check_reply(reply, _READ_WRITE_MULTIPLE, Reg.HEARTBEAT, what)
+        if (
+            not isinstance(reply, ReadWriteMultipleRegistersResponse)
+            or len(reply.registers) != span.count
+        ):
+            raise PumpProtocolError(
+                f"{self.url.redacted()}: {what}: expected {span.count} registers from address "
+                f"{span.address}, got {len(reply.registers)} (a late reply?)"
+            )
+        return list(reply.registers)
 
     def _write_rate(self, rate_ml_per_h: float) -> float:
         """Write RATE_SETPOINT (both words at once), truncated to 0.01 mL/h; return it (mL/h)."""

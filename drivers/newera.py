@@ -66,6 +66,7 @@ from drivers.errors import (
     PumpTimeoutError,
     UnsupportedPumpError,
 )
+from drivers.recording import RecordingOption, tap_for
 from drivers.status import PumpIdentity, PumpStatus
 from drivers.url import PumpUrl, WholeNumber
 from protocol.newera import (
@@ -156,7 +157,7 @@ _ERROR_MEANING: Final = MappingProxyType(
 )
 
 
-class NeweraOptions(DriverOptions):
+class NeweraOptions(DriverOptions, RecordingOption):
     """Options of ``newera`` and ``newera+tcp`` URLs (query parameters or keyword arguments)."""
 
     #: Serial line speed, baud (ignored over TCP).
@@ -195,6 +196,7 @@ class NeweraDriver(PumpDriver):
         self._port: Any = None
         self._diameter_mm: Decimal | None = None
         self._vtbi: _VtbiTrack | None = None
+        self._tap = tap_for(self.url, self._opts.record)  # ?record=FILE: the wire, to a file
 
     @property
     def _opts(self) -> NeweraOptions:
@@ -230,6 +232,8 @@ class NeweraDriver(PumpDriver):
         except (serial.SerialException, OSError, ValueError) as exc:
             hint = " (is another program or gateway using this pump?)" if url.is_serial else ""
             raise LinkLostError(f"{url.redacted()}: cannot open: {exc}{hint}") from exc
+        if self._tap is not None:
+            self._port = self._tap.attach(self._port)
 
     def _disconnect(self) -> None:
         port, self._port = self._port, None
@@ -243,6 +247,8 @@ class NeweraDriver(PumpDriver):
         finally:
             if sock is not None:
                 sock.close()
+            if self._tap is not None:
+                self._tap.detach()
 
     def _after_failed_request(self) -> None:
         # A late reply may still be on its way: wait until the line is quiet, so the next attempt

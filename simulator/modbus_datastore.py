@@ -6,6 +6,10 @@ Modbus TCP or RTU.
 
 * **Reads are computed at request time** from one :meth:`PumpModel.snapshot`, so one read of the
   status block describes one instant of the model's (lazy, exact) time.
+* **Function 23** (read/write multiple) is a :meth:`PumpRegisters.write` then a
+  :meth:`PumpRegisters.read`, in that order (the server checks the read part first, so a refused
+  request writes nothing): a poll that writes HEARTBEAT and reads the status block gets a block
+  whose HEARTBEAT_ECHO already shows the value written, and the write has fed the watchdog.
 * **Writes** are checked by :func:`protocol.modbus.validate_write` first (the map's own limits:
   exception 02 / 03, never a fallback), then go into the model.  A refusal by the model
   (:class:`~simulator.errors.RateRefusedError`, :class:`~simulator.errors.NotApplicableError`,
@@ -137,7 +141,7 @@ class PumpRegisters:
     # ------------------------------------------------------------------ reads
 
     def read(self, address: int, count: int) -> list[int]:
-        """Function 03: the values of ``count`` registers from ``address``.
+        """Function 03 (and the read part of 23): ``count`` registers from ``address``.
 
         Raises :class:`~protocol.modbus.RequestRefusedError` (exception 02 / 03) as the map says.
         """
@@ -187,7 +191,8 @@ class PumpRegisters:
     # ------------------------------------------------------------------ writes
 
     def write(self, address: int, values: Sequence[int]) -> None:
-        """Function 06 / 16: write ``values`` from ``address``, all or nothing.
+        """Function 06 / 16 (and the write part of 23): write ``values`` from ``address``, all or
+        nothing.
 
         Raises :class:`~protocol.modbus.RequestRefusedError` (exception 02 / 03) for a write the
         map or the pump refuses; nothing has changed then (except the advisory RATE_REFUSED

@@ -31,8 +31,11 @@ carries it.  pymodbus runs its asyncio server in a thread of its own with its ow
   TCP frame has no CRC a client could check.
 
 A request addressed to another unit id, or broadcast (unit 0), gets no reply and changes
-nothing (as on an RTU bus), on TCP too.  Functions other than 03, 06 and 16 are answered with
+nothing (as on an RTU bus), on TCP too.  Functions other than 03, 06, 16 and 23 are answered with
 exception 01, and a read of more than 125 registers with exception 03, as the map says.
+Function 23 (Read/Write Multiple Registers) writes first, then reads from a snapshot taken after
+the write; a read part the map refuses refuses the whole request before anything is written.
+``read_write=False`` answers function 23 with exception 01 too, as a pump without it does.
 """
 
 from __future__ import annotations
@@ -47,11 +50,14 @@ from urllib.parse import urlsplit
 from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
-from pymodbus.pdu.register_message import ReadHoldingRegistersRequest
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersRequest,
+    ReadWriteMultipleRegistersRequest,
+)
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from protocol.modbus import MAX_READ_COUNT, Identification, RequestRefusedError
+from protocol.modbus import MAX_READ_COUNT, Identification, RequestRefusedError, validate_read
 from simulator.modbus_datastore import PumpRegisters
 from simulator.model import PumpModel
 from simulator.pty import NullModem
@@ -63,9 +69,12 @@ RTU_BAUDRATE: Final = 19200
 RTU_PARITY: Final = "N"
 RTU_STOPBITS: Final = 1
 
-#: The functions of the profile: read holding registers, write single, write multiple.
-_FUNCTIONS: Final = frozenset({3, 6, 16})
-_READ_HOLDING: Final = 3
+#: The functions of the profile: read holding registers, write single, write multiple, and
+#: read/write multiple (optional in the map: ``read_write=False`` leaves it out).
+_FUNCTIONS: Final = frozenset({3, 6, 16, 23})
+_READ_WRITE_MULTIPLE: Final = 23
+#: Functions whose register access without values to set is a read the registers answer.
+_READS: Final = frozenset({3, _READ_WRITE_MULTIPLE})
 
 #: How long :meth:`ModbusSimulatorServer.start` waits for the server to listen, real seconds.
 _START_TIMEOUT_S: Final = 10.0
@@ -102,6 +111,31 @@ class _ReadHoldingRequest(ReadHoldingRegistersRequest):
         return await super().datastore_update(context, device_id)
 
 
+class _ReadWriteRequest(ReadWriteMultipleRegistersRequest):
+    """Function 23 as the map wants it: all or nothing.
+
+    pymodbus writes (through :meth:`ModbusSimulatorServer._action`) before it reads, so a read
+    the map refuses would come after a write already applied: the read part is checked first.
+    A quantity outside Modbus's limits is exception 03 (pymodbus's own class refuses to decode
+    such a frame and answers exception 01).
+    """
+
+    def decode(self, data: bytes) -> None:
+        """Every field; a bad quantity is left for :meth:`datastore_update` to answer."""
+        with contextlib.suppress(ValueError):
+            super().decode(data)
+
+    async def datastore_update(self, context: ModbusServerContext, device_id: int) -> ModbusPDU:
+        """Exception 02 / 03 for a read the map refuses, before writing; else write, then read."""
+        try:
+            validate_read(self.read_address, self.read_count)
+        except RequestRefusedError as exc:
+            return ExceptionResponse(
+                self.function_code, ExcCodes(int(exc.exception_code)), device_id
+            )
+        return await super().datastore_update(context, device_id)
+
+
 class ModbusSimulatorServer:
     """Serves ``model`` as unit ``unit`` on Modbus TCP (``listen="tcp://HOST:PORT"``) or RTU on a
     pty null modem (``listen="pty"``).
@@ -109,7 +143,8 @@ class ModbusSimulatorServer:
     ``identification`` replaces the identification block (default: the software pump's ids and
     the model's maximum rate), e.g. to present another map version.  ``cable`` makes an RTU
     server use that null modem instead of making its own; the caller keeps it (it outlives the
-    server, so a new server on the same cable keeps the same client path).
+    server, so a new server on the same cable keeps the same client path).  ``read_write=False``
+    refuses function 23 with exception 01, as a pump of the map without it does.
     """
 
     def __init__(
@@ -120,12 +155,14 @@ class ModbusSimulatorServer:
         unit: int = 1,
         identification: Identification | None = None,
         cable: NullModem | None = None,
+        read_write: bool = True,
     ) -> None:
         if isinstance(unit, bool) or not isinstance(unit, int) or not 1 <= unit <= 247:
             raise ValueError(f"unit must be a Modbus unit id 1..247, got {unit!r}")
         self._model = model
         self._unit = unit
         self._registers = PumpRegisters(model, identification=identification)
+        self._functions = _FUNCTIONS if read_write else _FUNCTIONS - {_READ_WRITE_MULTIPLE}
         self._host, self._port = "", 0
         if listen == "pty":
             self._rtu = True
@@ -261,7 +298,7 @@ class ModbusSimulatorServer:
                 bytesize=8,
                 trace_packet=self._trace_packet,
                 trace_pdu=self._trace_pdu,
-                custom_pdu=[_ReadHoldingRequest],
+                custom_pdu=[_ReadHoldingRequest, _ReadWriteRequest],
             )
         else:
             server = ModbusTcpServer(
@@ -269,7 +306,7 @@ class ModbusSimulatorServer:
                 address=(self._host, self._port),
                 trace_packet=self._trace_packet,
                 trace_pdu=self._trace_pdu,
-                custom_pdu=[_ReadHoldingRequest],
+                custom_pdu=[_ReadHoldingRequest, _ReadWriteRequest],
             )
         try:
             await server.serve_forever(background=True)  # RuntimeError if it cannot listen
@@ -292,12 +329,12 @@ class ModbusSimulatorServer:
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         """pymodbus's datastore hook: every register access goes to :class:`PumpRegisters`."""
-        if function_code not in _FUNCTIONS:
+        if function_code not in self._functions:
             return ExcCodes.ILLEGAL_FUNCTION
         try:
             if set_values is not None:
                 self._registers.write(address, [int(value) for value in set_values])
-            elif function_code == _READ_HOLDING:
+            elif function_code in _READS:  # function 23 reads after its write
                 offset = address - start_address
                 registers[offset : offset + count] = self._registers.read(address, count)
             # else: function 06 reading back what it wrote: pymodbus echoes the written value.
@@ -312,7 +349,7 @@ class ModbusSimulatorServer:
         if pdu.dev_id != self._unit or self._model.line.hang:
             # pymodbus handles no request whose trace returns None: no reply, no register access.
             return cast(ModbusPDU, None)
-        if pdu.function_code not in _FUNCTIONS:
+        if pdu.function_code not in self._functions:
             return _RefusedFunction(pdu)
         return pdu
 

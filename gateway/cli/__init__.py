@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "run a whole course on the built-in simulator, in virtual time"),
     "sim": ("sim", "serve the software pump over NE-1000 or Modbus until stopped"),
     "pump": ("pump", "bedside diagnostics: info, status, start, stop, set-rate on one pump"),
+    "replay": ("replay", "serve a wire recording (pump --record) as the recorded pump"),
     "run": ("run", "run the gateway daemon (config file, or one channel from flags)"),
     "token": ("token", "make or rotate the API's token file: token new FILE [--force]"),
     "report": ("report", "draw a course from the journal: --png, --svg or --html FILE"),

@@ -6,6 +6,9 @@
     infusion-gateway pump stop     --url URL
     infusion-gateway pump set-rate RATE_ML_PER_H --weight-kg W --url URL [--json]
 
+Any action takes ``--record FILE``: every byte sent and received goes to FILE, a new file
+(``infusion-gateway replay FILE`` serves it back; docs/record-replay.md).
+
 Options in the URL (``?timeout_s=5&retries=0``) are used as given; a ``--timeout-s`` typed on the
 command line wins over the URL's ``timeout_s``.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 ACTIONS = ("info", "status", "start", "stop", "set-rate")
@@ -43,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default: the URL's timeout_s, else {DEFAULT_TIMEOUT_S:g} s)",
     )
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--record",
+        type=Path,
+        metavar="FILE",
+        help="write every byte sent and received to FILE (must not exist yet)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
             "RATE_ML_PER_H", f"given only with set-rate, not {args.action}", args.rate_ml_per_h
         )
     # A typed --timeout-s wins over the URL's timeout_s; the URL's wins over the default.
-    typed = {} if args.timeout_s is None else {"timeout_s": args.timeout_s}
+    typed: dict[str, object] = {} if args.timeout_s is None else {"timeout_s": args.timeout_s}
+    if args.record is not None:
+        typed["record"] = _new_recording(args.record)
     pump = make_pump(args.url, defaults={"timeout_s": DEFAULT_TIMEOUT_S}, **typed)
     try:
         identity = pump.open()
@@ -101,6 +113,18 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "set-rate" and not result["exact"]:
         return 1
     return 0
+
+
+def _new_recording(path: Path) -> str:
+    """``--record FILE``: a file that does not exist yet, in a directory that does; its
+    ``recording_*`` log events go to stderr (stdout is the command's answer)."""
+    from gateway.errors import InputError
+    from gateway.logs import configure_logging
+
+    if path.exists() or not path.parent.is_dir():
+        raise InputError("--record", "a new file in an existing directory", str(path))
+    configure_logging()
+    return str(path)
 
 
 def _render(result: dict[str, Any]) -> str:

@@ -490,6 +490,7 @@ def test_options_from_the_url() -> None:
         "unit": 17,
         "baud": 9600,
         "parity": "N",
+        "record": None,
     }
     defaults = make_pump("modbus+rtu:///dev/ttyUSB0").options.model_dump()
     assert (defaults["unit"], defaults["baud"], defaults["parity"]) == (1, 19200, "E")

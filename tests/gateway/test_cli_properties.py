@@ -36,6 +36,7 @@ GUARDS: dict[str, list[str]] = {
     "pump": ["--url", "newera:///dev/nonexistent-xyz"],  # cannot open: exit 1
     "token": ["/nonexistent-xyz-dir/token"],  # FILE in a directory that does not exist
     "report": ["--state-dir", "/nonexistent-xyz-dir"],  # no such state directory: exit 2
+    "replay": ["/nonexistent-xyz-dir/recording.jsonl"],  # FILE that does not exist: exit 2
     **{
         name: ["--api", "127.0.0.1:1"]  # nobody listens: exit 1
         for name, (module, _) in SUBCOMMANDS.items()
