@@ -1,10 +1,14 @@
 """Many channels in one gateway: control-cycle time per tick, CPU, transactions, journal growth.
 
-python bench/bench_channels.py [--channels 16 64] [--modes after before off] [--ticks 60]
+python -m bench.bench_channels [--channels 16 64] [--modes after before off] [--ticks 60]
                                [--sim-cpus last|all|0,1]
 
-For each channel count and mode it starts N software pumps (``simulator.server.serve``, Modbus
-TCP) in a child process, then a real :class:`gateway.daemon.Gateway` with N flat-arm channels,
+(from the repository's root; ``python -m bench`` reports the control cycle from
+:func:`control_cycle_figures`; the journal's figure there comes from :mod:`bench.journal_growth`,
+as a window of a minute misses the journal's periodic checkpoints.)
+
+For each channel count and mode it starts N software pumps (:mod:`bench.pumps`, Modbus TCP) in a
+child process, then a real :class:`gateway.daemon.Gateway` with N flat-arm channels,
 one per pump, on the real clock and a 1-s poll, and calls ``Gateway.tick`` every ``--poll-s``
 real seconds.  After ``--warmup`` ticks (arming, programming, starting the pumps) it measures
 ``--ticks`` ticks: the control cycle (every channel's poll, decide, journal commit, effects: the
@@ -28,10 +32,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import os
+import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,9 +44,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench import targets
+from bench.figures import Figure, Target
+from bench.pumps import cpu_seconds, cpu_set, serving
 from gateway.config import build_config
 from gateway.daemon import Gateway
-from gateway.journal import Journal
+from gateway.journal import JOURNAL_FILENAME, Journal
 from gateway.logs import configure_logging
 from gateway.planner import DAY_S
 from gateway.service import CONTROL_SWITCH_INTERVAL_S
@@ -61,59 +67,27 @@ class Figures:
     cpu_ms_per_tick: float
     sys_ms_per_tick: float
     sim_cpu_percent: float | None
-    transactions_per_tick: float
+    transactions_per_tick: float | None
     bytes_per_channel_day: float
     not_infusing: list[str]
+    #: Where the pumps ran: "another process" or "this process".
+    pumps_where: str
 
     def pct(self, q: float, of: str = "cycle") -> float:
         ordered = sorted(self.cycle_ms if of == "cycle" else self.tick_ms)
         return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
-# -- the pumps: a child process serving N Modbus-TCP pumps on the real clock --------------------
-
-
-def serve_pumps(count: int, cpus: set[int] | None) -> None:
-    """Child process: serve ``count`` pumps, print their URLs as one JSON line, wait for EOF.
-
-    ``cpus``: the CPUs the pumps may run on (None: any)."""
-    from protocol.clock import SystemClock
-    from simulator.model import PumpModel
-    from simulator.server import serve
-
-    if cpus is not None:
-        os.sched_setaffinity(0, cpus)
-    clock = SystemClock()
-    servers = [
-        serve(
-            PumpModel(clock, max_rate_ml_per_h=200.0, reservoir_ml=100_000.0),
-            protocol="modbus",
-            listen="tcp://127.0.0.1:0",
-        )
-        for _ in range(count)
-    ]
-    print(json.dumps([s.pump_url for s in servers]), flush=True)
-    sys.stdin.read()
-    for server in servers:
-        server.close()
-
-
-def _cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a process (Linux /proc), or None."""
+def journal_bytes(state_dir: Path) -> int:
+    """Bytes the journal's pages in use hold, WAL included: read on a connection of our own."""
+    uri = (state_dir / JOURNAL_FILENAME).as_uri() + "?mode=ro"
+    db = sqlite3.connect(uri, uri=True)
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _journal_bytes(journal: Journal) -> int:
-    """Bytes the journal's pages in use hold (the WAL's content included)."""
-    with journal._lock:  # a bench may peek: reads, under the journal's own lock
-        db = journal._connection
         page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
         pages = int(db.execute("PRAGMA page_count").fetchone()[0])
         free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+    finally:
+        db.close()
     return (pages - free) * page_size
 
 
@@ -138,7 +112,15 @@ def _config(state_dir: Path, urls: list[str]) -> dict[str, Any]:
     }
 
 
-async def _run(gateway: Gateway, *, warmup: int, ticks: int, poll_s: float) -> dict[str, Any]:
+def _transactions(gateway: Gateway) -> int | None:
+    """The journal's write transactions so far (None if this journal does not count them)."""
+    count = getattr(gateway.journal, "transactions", None)
+    return count if isinstance(count, int) else None
+
+
+async def _run(
+    gateway: Gateway, state_dir: Path, *, warmup: int, ticks: int, poll_s: float
+) -> dict[str, Any]:
     cycles: list[float] = []
     durations: list[float] = []
     failed = 0
@@ -146,8 +128,8 @@ async def _run(gateway: Gateway, *, warmup: int, ticks: int, poll_s: float) -> d
     for n in range(warmup + ticks):
         if n == warmup:
             cpu0, wall0 = os.times(), time.monotonic()
-            tx0 = gateway.journal.transactions
-            bytes0 = _journal_bytes(gateway.journal)
+            tx0 = _transactions(gateway)
+            bytes0 = journal_bytes(state_dir)
         started = time.perf_counter()
         ok = await gateway.tick()
         elapsed = time.perf_counter() - started
@@ -158,6 +140,7 @@ async def _run(gateway: Gateway, *, warmup: int, ticks: int, poll_s: float) -> d
         due += poll_s
         await asyncio.sleep(max(due - time.monotonic(), 0.0))
     wall = time.monotonic() - wall0
+    tx1 = _transactions(gateway)
     return {
         "cycle_ms": cycles,
         "tick_ms": durations,
@@ -165,8 +148,8 @@ async def _run(gateway: Gateway, *, warmup: int, ticks: int, poll_s: float) -> d
         "cpu_s": os.times().user - cpu0.user + os.times().system - cpu0.system,
         "sys_s": os.times().system - cpu0.system,
         "wall_s": wall,
-        "transactions": gateway.journal.transactions - tx0,
-        "bytes": _journal_bytes(gateway.journal) - bytes0,
+        "transactions": None if tx0 is None or tx1 is None else tx1 - tx0,
+        "bytes": journal_bytes(state_dir) - bytes0,
         "not_infusing": [
             f"{snap['id']}: {snap['state']}"
             for snap in gateway.snapshots()
@@ -183,39 +166,46 @@ MODES = ("after", "before", "off")
 
 
 def measure(
-    channels: int, *, mode: str, warmup: int, ticks: int, poll_s: float, sim_cpus: set[int] | None
+    channels: int,
+    *,
+    mode: str,
+    warmup: int,
+    ticks: int,
+    poll_s: float,
+    sim_cpus: set[int] | None,
+    in_process: bool = False,
 ) -> Figures:
-    cpus = [] if sim_cpus is None else ["--sim-cpus", ",".join(map(str, sorted(sim_cpus)))]
-    pumps = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(channels), *cpus],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert pumps.stdout is not None
-        urls: list[str] = json.loads(pumps.stdout.readline())
-        with tempfile.TemporaryDirectory() as tmp:
-            config = build_config(_config(Path(tmp), urls))
-            journal = Journal(Path(tmp), group_commit=mode == "after")
-            gateway = Gateway(config, journal=journal)
-            if mode == "before":  # the tick uses this pool instead of making its own
-                gateway._step_threads = ThreadPoolExecutor(min(32, (os.cpu_count() or 1) + 4))
-            # As the daemon's process does (gateway/service.py) before its control thread starts.
-            sys.setswitchinterval(CONTROL_SWITCH_INTERVAL_S)
-            gc.collect()
-            gc.freeze()
-            sim0 = _cpu_s(pumps.pid)
-            try:
-                result = asyncio.run(_run(gateway, warmup=warmup, ticks=ticks, poll_s=poll_s))
-            finally:
-                sim1 = _cpu_s(pumps.pid)
-                asyncio.run(gateway.shutdown("bench over"))
+    """One gateway with ``channels`` channels on as many pumps; ``in_process``: the pumps in
+    this process (a dry run's shortcut: they then compete for this interpreter)."""
+    sim0 = sim1 = None
+    switch_interval = sys.getswitchinterval()
+    with (
+        serving("modbus", channels, cpus=sim_cpus, in_process=in_process) as pumps,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        state_dir = Path(tmp)
+        config = build_config(_config(state_dir, pumps.urls))
+        journal = Journal(state_dir) if mode == "after" else Journal(state_dir, group_commit=False)
+        gateway = Gateway(config, journal=journal)
+        if mode == "before":  # the tick uses this pool instead of making its own
+            gateway._step_threads = ThreadPoolExecutor(min(32, (os.cpu_count() or 1) + 4))
+        # As the daemon's process does (gateway/service.py) before its control thread starts.
+        sys.setswitchinterval(CONTROL_SWITCH_INTERVAL_S)
+        gc.collect()
+        gc.freeze()
+        if pumps.pid is not None:
+            sim0 = cpu_seconds(pumps.pid)
+        try:
+            result = asyncio.run(
+                _run(gateway, state_dir, warmup=warmup, ticks=ticks, poll_s=poll_s)
+            )
+        finally:
+            if pumps.pid is not None:
+                sim1 = cpu_seconds(pumps.pid)
+            asyncio.run(gateway.shutdown("bench over"))
             gc.unfreeze()
-    finally:
-        if pumps.stdin is not None:
-            pumps.stdin.close()
-        pumps.wait(30)
+            sys.setswitchinterval(switch_interval)
+    pumps_where = pumps.where
     sim_cpu = None
     if sim0 is not None and sim1 is not None:
         sim_cpu = 100.0 * (sim1 - sim0) / result["wall_s"]
@@ -231,20 +221,45 @@ def measure(
         cpu_ms_per_tick=1000.0 * result["cpu_s"] / ticks,
         sys_ms_per_tick=1000.0 * result["sys_s"] / ticks,
         sim_cpu_percent=sim_cpu,
-        transactions_per_tick=result["transactions"] / ticks,
+        transactions_per_tick=(
+            None if result["transactions"] is None else result["transactions"] / ticks
+        ),
         bytes_per_channel_day=result["bytes"] / channels / ticks * polls_per_day,
         not_infusing=result["not_infusing"],
+        pumps_where=pumps_where,
     )
 
 
-def _cpu_set(text: str) -> set[int] | None:
-    """``--sim-cpus``: ``all`` (None), ``last`` (the last CPU of several), or ``0,1``."""
-    if text == "all":
-        return None
-    if text == "last":
-        cpus = sorted(os.sched_getaffinity(0))
-        return {cpus[-1]} if len(cpus) > 1 else None
-    return {int(c) for c in text.split(",")}
+def control_cycle_figures(measured: list[Figures]) -> list[Figure]:
+    """Control-cycle p50 and p99 of each run (mode ``after``: the gateway as it is)."""
+    figures: list[Figure] = []
+    for f in measured:
+        method = (
+            f"{f.ticks} ticks after warm-up, {f.channels} pumps on Modbus TCP in {f.pumps_where}"
+            + (" (p99 of fewer than 100 cycles is close to their maximum)" if f.ticks < 100 else "")
+            + (f"; {f.failed_ticks} ticks failed" if f.failed_ticks else "")
+            + (f"; not infusing at the end: {', '.join(f.not_infusing)}" if f.not_infusing else "")
+        )
+        does = (
+            f"Gateway.tick with {f.channels} flat-arm channels at a 1-s poll: every channel "
+            "polled, decided, journalled and acted on (Gateway.last_cycle_real_s)"
+        )
+        for q, label in ((0.5, "p50"), (0.99, "p99")):
+            target = None
+            if label == "p99" and f.channels == targets.CYCLE_TARGET_CHANNELS:
+                target = Target("<=", targets.CYCLE_P99_MS)
+            figures.append(
+                Figure(
+                    key=f"control_cycle_{label}_{f.channels}",
+                    name=f"control cycle {label}, {f.channels} channels",
+                    unit="ms",
+                    ours=f.pct(q) if label == "p99" else statistics.median(f.cycle_ms),
+                    ours_does=does,
+                    target=target,
+                    method=method,
+                )
+            )
+    return figures
 
 
 def main() -> None:
@@ -259,12 +274,8 @@ def main() -> None:
         default="last",
         help="CPUs the pumps' process may use: last (default: the last of several), all, or 0,1",
     )
-    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    sim_cpus = _cpu_set(args.sim_cpus)
-    if args.serve is not None:
-        serve_pumps(args.serve, sim_cpus)
-        return
+    sim_cpus = cpu_set(args.sim_cpus)
     configure_logging(json_lines=True, level="warning")
     where = "any CPU" if sim_cpus is None else f"CPU {','.join(map(str, sorted(sim_cpus)))}"
     print(
@@ -292,12 +303,13 @@ def main() -> None:
                 sim_cpus=sim_cpus,
             )
             sims = "n/a" if f.sim_cpu_percent is None else f"{f.sim_cpu_percent:.0f}"
+            tx = "n/a" if f.transactions_per_tick is None else f"{f.transactions_per_tick:.1f}"
             print(
                 f"{f.channels:>8} {f.mode:>6}"
                 f" {statistics.median(f.cycle_ms):>9.1f} {f.pct(0.95):>6.1f}"
                 f" {f.pct(0.99):>6.1f} {max(f.cycle_ms):>6.1f} {f.pct(0.99, 'tick'):>8.1f}"
                 f" {f.cpu_percent:>5.1f} {f.cpu_ms_per_tick:>6.1f} {f.sys_ms_per_tick:>6.1f}"
-                f" {sims:>6} {f.transactions_per_tick:>7.1f}"
+                f" {sims:>6} {tx:>7}"
                 f" {f.bytes_per_channel_day / 1e6:>9.1f} {f.failed_ticks:>6}",
                 flush=True,
             )

@@ -1,21 +1,89 @@
 """A whole course through the demo (simulator over the real wire): time, cycles/s, journal, memory.
 
-python bench/bench_course.py [--protocol newera|modbus] [--arm flat|titer] [--days N]
+python -m bench.bench_course [--protocol newera|modbus] [--arm flat|titer] [--days N]
+                             [--poll-interval-s S] [--no-tracemalloc]
+
+(from the repository's root; ``python -m bench`` reports the course speed from
+:func:`course_speed_figure`.)
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 import tracemalloc
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+from bench import targets
+from bench.figures import Figure, Target
 from gateway.demo import DemoOptions, run_demo
-from gateway.dosing import Arm
+from gateway.dosing import Arm, course_days_max
 from gateway.journal import JOURNAL_FILENAME
 from gateway.logs import configure_logging
-from gateway.planner import DAY_S
+from gateway.planner import DAY_S, SECONDS_PER_HOUR
+
+
+@dataclass(frozen=True)
+class CourseRun:
+    options: DemoOptions
+    days: int
+    wall_s: float
+    journal_bytes: int
+    peak_traced_bytes: int | None
+    summary: dict[str, Any]
+
+    @property
+    def simulated_h_per_s(self) -> float:
+        return self.days * DAY_S / SECONDS_PER_HOUR / self.wall_s
+
+    @property
+    def cycles(self) -> float:
+        return self.days * DAY_S / self.options.poll_interval_s
+
+
+def run_course(options: DemoOptions, *, trace_memory: bool = False) -> CourseRun:
+    """One demo course in a fresh state directory; ``trace_memory`` slows it down a lot."""
+    days = options.days or course_days_max(options.arm)
+    with tempfile.TemporaryDirectory() as tmp:
+        options = replace(options, state_dir=Path(tmp))
+        if trace_memory:
+            tracemalloc.start()
+        started = time.perf_counter()
+        summary = run_demo(options)
+        wall_s = time.perf_counter() - started
+        peak = None
+        if trace_memory:
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+        journal_bytes = sum(p.stat().st_size for p in Path(tmp).glob(JOURNAL_FILENAME + "*"))
+    return CourseRun(options, days, wall_s, journal_bytes, peak, summary)
+
+
+def course_speed_figure(*, runs: int, dry_run: bool = False) -> Figure:
+    """Simulated hours per wall second of the 7-day titer demo (median of ``runs``);
+    ``dry_run``: its first day only."""
+    options = DemoOptions(arm=Arm.TITER, days=1 if dry_run else None)
+    poll_s = options.poll_interval_s
+    courses = [run_course(options) for _ in range(runs)]
+    wall_s = statistics.median(course.wall_s for course in courses)
+    days = courses[0].days
+    return Figure(
+        key="course_simulated_h_per_s",
+        name=f"{days}-day titer course speed",
+        unit="h/s",
+        ours=days * DAY_S / SECONDS_PER_HOUR / wall_s,
+        ours_does=(
+            f"infusion-gateway demo --arm titer: {days} simulated day{'s' if days > 1 else ''}, a "
+            f"{poll_s:g}-s poll, "
+            f"NE-1000 on a pty to the in-process simulator, in {wall_s:.2f} s wall"
+        ),
+        target=Target(">=", targets.COURSE_H_PER_S),
+        method=f"median wall time of {runs} run{'s' if runs > 1 else ''}",
+    )
 
 
 def main() -> None:
@@ -23,28 +91,32 @@ def main() -> None:
     parser.add_argument("--protocol", choices=["newera", "modbus"], default="newera")
     parser.add_argument("--arm", choices=["flat", "titer"], default="flat")
     parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--poll-interval-s", type=float, default=DemoOptions.poll_interval_s)
+    parser.add_argument(
+        "--no-tracemalloc", action="store_true", help="no peak-memory figure (runs faster)"
+    )
     args = parser.parse_args()
     configure_logging(json_lines=True, level="error")
-    with tempfile.TemporaryDirectory() as tmp:
-        options = DemoOptions(
-            arm=Arm(args.arm), protocol=args.protocol, days=args.days, state_dir=Path(tmp)
-        )
-        tracemalloc.start()
-        started = time.perf_counter()
-        summary = run_demo(options)
-        elapsed = time.perf_counter() - started
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        journal_bytes = sum(p.stat().st_size for p in Path(tmp).glob(JOURNAL_FILENAME + "*"))
-    cycles = args.days * DAY_S / options.poll_interval_s
-    print(f"{args.days}-day {args.arm} course over {args.protocol}: {elapsed:.1f} s real")
-    print(
-        f"control cycles: {cycles:,.0f} ({cycles / elapsed:,.0f}/s), "
-        f"poll interval {options.poll_interval_s:g} simulated s"
+    course = run_course(
+        DemoOptions(
+            arm=Arm(args.arm),
+            protocol=args.protocol,
+            days=args.days,
+            poll_interval_s=args.poll_interval_s,
+        ),
+        trace_memory=not args.no_tracemalloc,
     )
-    print(f"journal: {journal_bytes / 1e6:.1f} MB ({journal_bytes / 1e6 / args.days:.1f} MB/day)")
-    print(f"peak traced Python memory: {peak / 1e6:.1f} MB")
-    for day in summary["days"]:
+    print(f"{args.days}-day {args.arm} course over {args.protocol}: {course.wall_s:.1f} s real")
+    print(
+        f"control cycles: {course.cycles:,.0f} ({course.cycles / course.wall_s:,.0f}/s), "
+        f"poll interval {args.poll_interval_s:g} simulated s; "
+        f"{course.simulated_h_per_s:.1f} simulated h per wall s"
+    )
+    mb = course.journal_bytes / 1e6
+    print(f"journal: {mb:.1f} MB ({mb / args.days:.1f} MB/day)")
+    if course.peak_traced_bytes is not None:
+        print(f"peak traced Python memory: {course.peak_traced_bytes / 1e6:.1f} MB")
+    for day in course.summary["days"]:
         print(
             f"  day {day['day']}: prescribed {day['prescribed_ml']:.2f} mL, "
             f"delivered {day['delivered_ml']:.2f} mL"
