@@ -84,6 +84,7 @@ from gateway.rules import (
     REPLAN_FRACTION,
     REPLAN_QUIET_S,
     SHORTFALL_ALARM_ML,
+    SILENT_POLLS_BEFORE_STOP,
     TOTALIZER_STALL_MIN_ML,
     TOTALIZER_STALL_READINGS,
     UPTIME_AGREEMENT_FRACTION,
@@ -450,8 +451,14 @@ class _Decider:
 
     def on_silence(self, obs: Silence) -> None:
         self.take_outcomes(obs.outcomes, connection=None)
-        self.put_link(armed_connection=None)
-        if self.s.channel in (ChannelState.LINK_LOST, ChannelState.COMPLETED):
+        # Counted once per cycle: the first observation of a cycle has no outcomes.
+        silent_polls = self.s.link.silent_polls + (0 if obs.outcomes else 1)
+        self.put_link(armed_connection=None, silent_polls=silent_polls)
+        if self.s.channel is ChannelState.COMPLETED:
+            return
+        if self.s.channel is ChannelState.LINK_LOST:
+            if not obs.outcomes:
+                self.stop_while_silent()
             return
         self.s = replace(
             self.s,
@@ -465,6 +472,24 @@ class _Decider:
         self.set_state(ChannelState.LINK_LOST, f"pump silent: {obs.error}")
         self.raise_alarm(AlarmCode.PUMP_SILENT.value, obs.error, stop=False)
 
+    def stop_while_silent(self) -> None:
+        """From the second silent poll in a row: send a stop on every poll, unheard.
+
+        Silence is the gateway not hearing the pump, not always the pump not hearing the
+        gateway: on a line that garbles or delays only the replies, every poll still reaches
+        the pump as a valid request and feeds its watchdog, so the pump would infuse on
+        unsupervised.  A stop reaches it the same way; on a dead line it does not, and the
+        pump's own watchdog stops it (invariant 5).  Its failure is expected and no alarm of
+        its own.  One lost poll alone (a blip) sends nothing: the pump runs on, and the
+        link's return is seen at the next poll either way (auto-resume rule).
+        """
+        if self.s.link.silent_polls < SILENT_POLLS_BEFORE_STOP:
+            return
+        self.emit(
+            "command", command="stop", reason="pump silent", silent_polls=self.s.link.silent_polls
+        )
+        self.effects.append(StopPump("pump silent", unheard=True))
+
     def on_reading(self, obs: PumpReading) -> None:
         status = obs.status
         if self.s.link.quiet_until_s is not None and self.now >= self.s.link.quiet_until_s:
@@ -477,6 +502,7 @@ class _Decider:
             last_good_poll_s=self.now,
             last_uptime_s=status.uptime_s,
             last_good_poll_monotonic_s=obs.monotonic_s,
+            silent_polls=0,
         )
         self.account(status, previous_poll_s)
         if self.stop_done and status.state is PumpState.INFUSING and not self.quiet:
@@ -633,6 +659,8 @@ class _Decider:
 
     def take_failure(self, effect: Effect, error: str, connection: str | None) -> None:
         match effect:
+            case StopPump(unheard=True):
+                self.emit("stop_unconfirmed", error=error)  # expected: the link is silent
             case StopPump():
                 self.emit("command_failed", command="stop", error=error)
                 self.stop_failed(f"stop failed: {error}")
@@ -1359,6 +1387,13 @@ class _Decider:
             lost_since_monotonic_s=None,
             state_before_loss=None,
         )
+        raised = self.s.alarms_that_stop()
+        if raised and before is not ChannelState.ALARM:
+            # A stopping alarm raised on this very reading (a pump that does not hold its
+            # watchdog on the new connection): it holds the channel, whatever the outage was.
+            self.clear_alarms("link restored", {AlarmCode.PUMP_SILENT.value})
+            self.set_state(ChannelState.ALARM, raised[0].code)
+            return
         if self.s.channel is not before:
             self.set_state(before, "link restored")
         if self.s.course_start_s is None and not self.s.alarms_that_stop():

@@ -27,7 +27,13 @@ from gateway.safety import ceiling_ml_per_h
 STATE_VERSION: Final[int] = 3
 #: Older versions read by filling in what they lack (2 -> 3: the journalled-readback marks).
 _UPGRADES: Final[dict[int, dict[str, dict[str, Any]]]] = {
-    2: {"link": {"readback_journalled_s": None, "readback_journalled_key": None}},
+    2: {
+        "link": {
+            "readback_journalled_s": None,
+            "readback_journalled_key": None,
+            "silent_polls": 0,
+        }
+    },
 }
 
 
@@ -281,6 +287,8 @@ class LinkState:
     #: a later reading must differ in to be journalled before the next checkpoint.
     readback_journalled_s: float | None = None
     readback_journalled_key: ReadbackKey | None = None
+    #: Polls in a row that heard nothing from the pump.
+    silent_polls: int = 0
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,9 @@ from drivers.status import PumpIdentity, PumpStatus, RateReadback
 @dataclass(frozen=True)
 class StopPump:
     reason: str
+    #: Sent to a pump the gateway cannot hear: it may not arrive, and its failure is expected
+    #: (the pump's own watchdog is the control then), not a pump that refuses to stop.
+    unheard: bool = False
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,9 @@ ESTIMATE_DIVERGENCE_FRACTION: Final[float] = 0.05
 #: it (at least :data:`QUIET_MARGIN_MIN_S`), so the pump's own watchdog stops it.
 QUIET_MARGIN_FRACTION: Final[float] = 0.2
 QUIET_MARGIN_MIN_S: Final[float] = 2.0
+#: Polls in a row without a reply from which the gateway sends a stop on every poll, for a
+#: pump that hears it while it cannot hear the pump (a line that garbles only the replies).
+SILENT_POLLS_BEFORE_STOP: Final[int] = 2
 #: The pump's uptime and the wall clock may disagree about an outage by this much (s, and
 #: this fraction of it) before the outage counts as unknown (needs an acknowledgement).
 UPTIME_AGREEMENT_S: Final[float] = 5.0

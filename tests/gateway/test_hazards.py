@@ -203,3 +203,52 @@ def test_a_result_already_received_is_refused_at_intake(make_rig: Callable[..., 
     rig.channel.submit_titer(55.0, 0.35, drawn_at_s)
     rig.run(STEP_S)
     assert len(rig.events("titer")) == 2
+
+
+@pytest.mark.hazard("H-CL-02")
+def test_a_pump_not_heard_twice_in_a_row_is_sent_a_stop_every_poll(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """A line that garbles only the replies still carries every poll to the pump, feeding its
+    watchdog: from the second silent poll the gateway sends a stop on every poll (it arrives
+    where the polls do; on a dead line the pump's watchdog stops it).  Its failure is expected:
+    no stop_failed alarm.  One silent poll alone sends nothing, and the link's return is seen at
+    the next poll (auto-resume)."""
+    rule = AutoResumeConfig(enabled=True, max_gap_s=4 * STEP_S, max_per_day=3)
+    rig = make_rig(control=ControlConfig(auto_resume=rule))
+    rig.run(H)
+
+    def silent_stops() -> list[dict[str, Any]]:
+        return [c for c in rig.events("command") if c.get("reason") == "pump silent"]
+
+    rig.driver.silent = True
+    rig.run(STEP_S)
+    assert silent_stops() == []  # a blip: the pump runs on
+    rig.run(2 * STEP_S)
+    assert [c["silent_polls"] for c in silent_stops()] == [2, 3]
+    assert len(rig.events("stop_unconfirmed")) == 2
+    codes = {a["code"] for a in rig.channel.snapshot()["alarms"]}
+    assert codes == {AlarmCode.PUMP_SILENT.value}  # no stop_failed: the failure is expected
+    rig.driver.silent = False
+    rig.run(STEP_S)
+    assert rig.events("auto_resume")
+    assert rig.channel.state is ChannelState.INFUSING
+
+
+@pytest.mark.hazard("H-CL-02")
+def test_a_stop_sent_while_silent_reaches_a_pump_that_hears(
+    make_rig: Callable[..., Rig], mocker: MockerFixture
+) -> None:
+    """The pump hears the gateway, the gateway cannot hear it: the stop stops it."""
+    rig = make_rig()
+    rig.run(H)
+    model = rig.model
+
+    def heard_not_answered(self: ModelDriver) -> None:
+        model.feed_watchdog()  # every request reaches the pump ...
+        raise PumpProtocolError("reply does not decode (test: garbled replies)")  # ... unread
+
+    mocker.patch.object(ModelDriver, "_check_link", heard_not_answered)
+    mocker.patch.object(ModelDriver, "_stop", lambda self: (model.stop(), heard_not_answered(self)))
+    rig.run(3 * STEP_S)
+    assert model.snapshot().state is PumpState.STOPPED
