@@ -129,6 +129,8 @@ _WATCHDOG_MIN_S: Final = 1
 _MAX_ALARM_REPLIES: Final = len(NeAlarm) + 2
 #: After bytes that do not decode, wait this long (real s) for the rest before giving up.
 _SETTLE_S: Final = 0.05
+#: How far past a request's deadline a read may wait rather than reconfigure the port (s).
+_TIMEOUT_SLACK_S: Final = 0.02
 #: After a failed request, drain the input until it has been quiet this long (real s).
 _RESYNC_QUIET_S: Final = 0.1
 #: Most reads one drain of the input makes (the socket handler reads a byte at a time).
@@ -309,8 +311,11 @@ class NeweraDriver(PumpDriver):
     def _read_chunk(self, remaining_s: float) -> bytes:
         """What arrives within ``remaining_s`` (real s): at least one byte, or none."""
         port = self._require_port()
-        if remaining_s < float(port.timeout):
-            self._set_read_timeout(remaining_s)  # the tail of a request: keep to its deadline
+        if remaining_s < float(port.timeout) - _TIMEOUT_SLACK_S:
+            # The tail of a request: keep to its deadline.  (Not for the first read, whose
+            # deadline is a hair shorter than the timeout: reconfiguring a serial port is
+            # several system calls, and it would be done twice a request for nothing.)
+            self._set_read_timeout(remaining_s)
         try:
             first = bytes(port.read(1))
             if not first:

@@ -46,6 +46,8 @@ def check_words(registers: Sequence[int], count: int, *, what: str) -> tuple[int
     if length != count:
         raise RegisterCountError(f"{what}: expected {count} registers, got {length}")
     words = tuple(registers)
+    if all(type(word) is int and 0 <= word <= U16_MAX for word in words):
+        return words  # the common case, checked in one pass (every poll decodes a block)
     for offset, word in enumerate(words):
         if not _is_int(word) or not 0 <= word <= U16_MAX:
             raise WordRangeError(
