@@ -24,7 +24,7 @@ Phases: ``start`` (the fault is there before the first connection), ``early`` (1
 
 The plain suite runs each fault's ``plain`` phases on both protocols; every other row is
 ``slow``.  Process-level rows (SIGKILL, SIGSTOP of a real ``infusion-gateway run`` against
-``infusion-gateway sim``) live in :mod:`tests.faults.test_fault_processes`.
+``infusion-gateway sim``) live in :mod:`tests.faults.test_fault_matrix_processes`.
 """
 
 from __future__ import annotations
