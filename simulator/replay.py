@@ -34,16 +34,11 @@ the simulator's servers); after a client leaves, the next one continues where it
 
 from __future__ import annotations
 
-import contextlib
 import os
-import select
-import socket
 import struct
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -57,9 +52,8 @@ from protocol.recording import (
     decode_recording,
     exchanges,
 )
+from simulator.byte_server import ByteServer
 from simulator.errors import SimulatorError
-from simulator.newera_server import _listen, _parse_listen, _url_host
-from simulator.pty import PtyPair
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -85,9 +79,6 @@ DEFAULT_LISTEN: Final = {
 MODBUS_MISMATCH_EXCEPTION: Final = 0x04
 _MBAP_LENGTH: Final = 6
 _TID_LENGTH: Final = 2
-_READ_SIZE: Final = 4096
-#: How long (real seconds) a TCP send may block before the client is considered gone.
-_SEND_TIMEOUT_S: Final = 2.0
 
 
 class ReplayError(SimulatorError):
@@ -323,7 +314,7 @@ class ReplaySession:
         return self._dialect.refusal(received)
 
 
-class ReplayServer:
+class ReplayServer(ByteServer):
     """Serves a :class:`ReplaySession` on ``listen``: ``"pty"`` or ``"tcp://HOST:PORT"`` (port
     0: any free port; default: :data:`DEFAULT_LISTEN`, the kind of line it was recorded on).
     :meth:`start` (or ``with``) opens it and starts the thread; :meth:`close` stops and joins it
@@ -341,83 +332,13 @@ class ReplayServer:
         on_mismatch: Callable[[ReplayMismatchError], None] | None = None,
     ) -> None:
         protocol = recording.header.protocol
-        self._tcp_address = _parse_listen(listen or DEFAULT_LISTEN[protocol])
+        super().__init__(listen or DEFAULT_LISTEN[protocol], name="replay")
         if protocol == "modbus+tcp" and self._tcp_address is None:
             raise ValueError("listen: a modbus+tcp recording replays on tcp://HOST:PORT only")
         if protocol == "modbus+rtu" and self._tcp_address is not None:
             raise ValueError("listen: a modbus+rtu recording replays on a pty only")
         self.session = ReplaySession(recording, on_mismatch=on_mismatch)
-        self._lock = threading.Lock()
-        self._started = self._closed = False
-        self._thread: threading.Thread | None = None
-        self._stop_r = self._stop_w = -1
-        self._pty: PtyPair | None = None
-        self._listener: socket.socket | None = None
-        self._client: socket.socket | None = None
         self._greeted = False
-
-    def start(self) -> None:
-        with self._lock:
-            if self._started or self._closed:
-                raise RuntimeError("ReplayServer: start() once, before close()")
-            self._started = True
-        try:
-            self._stop_r, self._stop_w = os.pipe()
-            if self._tcp_address is None:
-                self._pty = PtyPair.open()
-                os.set_blocking(self._pty.master_fd, False)
-                self._greet()
-            else:
-                self._listener = _listen(*self._tcp_address)
-            self._thread = threading.Thread(target=self._serve, name="replay", daemon=True)
-            self._thread.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        if self._thread is not None:
-            with contextlib.suppress(OSError):
-                os.write(self._stop_w, b"x")
-            self._thread.join()
-        for sock in (self._client, self._listener):
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.close()
-        self._client = None
-        if self._pty is not None:
-            self._pty.close()
-        for fd in (self._stop_r, self._stop_w):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._stop_r = self._stop_w = -1
-
-    def __enter__(self) -> ReplayServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @property
-    def listening(self) -> str:
-        """The pty path a client opens, or ``tcp://HOST:PORT``."""
-        if self._pty is not None:
-            return self._pty.path
-        if self._listener is not None:
-            host, port = self._listener.getsockname()[:2]
-            return f"tcp://{_url_host(host)}:{port}"
-        raise RuntimeError("ReplayServer: not started")
 
     @property
     def pump_url(self) -> str:
@@ -438,84 +359,16 @@ class ReplayServer:
 
     # -- the thread ------------------------------------------------------------------------
 
-    def _serve(self) -> None:
-        while True:
-            fds = [self._stop_r]
-            if self._listener is not None:
-                fds.append(self._listener.fileno())
-            data_fd = self._data_fd()
-            if data_fd is not None:
-                fds.append(data_fd)
-            ready, _, _ = select.select(fds, [], [])
-            if self._stop_r in ready:
-                return
-            if data_fd is not None and data_fd in ready and (data := self._read()):
-                self._send(self.session.feed(data))
-            if self._listener is not None and self._listener.fileno() in ready:
-                self._accept()
+    def _received(self, data: bytes) -> None:
+        self._write(self.session.feed(data))
 
-    def _data_fd(self) -> int | None:
-        if self._pty is not None:
-            return self._pty.master_fd
-        return None if self._client is None else self._client.fileno()
-
-    def _greet(self) -> None:
+    def _connected(self) -> None:
+        """A request the last client half sent is gone; bytes the pump sent before the first
+        request go to the first client."""
+        self.session.new_client()
         if not self._greeted:
             self._greeted = True
-            self._send(self.session.greeting)
+            self._write(self.session.greeting)
 
-    def _accept(self) -> None:
-        assert self._listener is not None
-        try:
-            sock, _ = self._listener.accept()
-        except OSError:
-            return
-        if self._client is not None:
-            sock.close()  # one host at a time, like an exclusively opened port
-            return
-        sock.settimeout(_SEND_TIMEOUT_S)
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._client = sock
+    def _disconnected(self) -> None:
         self.session.new_client()
-        self._greet()
-
-    def _read(self) -> bytes:
-        if self._pty is not None:
-            try:
-                return os.read(self._pty.master_fd, _READ_SIZE)
-            except OSError:  # nothing there (EAGAIN), or EIO: cannot happen while we hold it
-                return b""
-        assert self._client is not None
-        try:
-            data = self._client.recv(_READ_SIZE)
-        except (BlockingIOError, TimeoutError):
-            return b""
-        except OSError:
-            data = b""
-        if not data:
-            self._drop_client()
-        return data
-
-    def _drop_client(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(OSError):
-                self._client.close()
-            self._client = None
-        self.session.new_client()
-
-    def _send(self, data: bytes) -> None:
-        if not data:
-            return
-        if self._pty is not None:
-            view = memoryview(data)
-            while view:
-                try:
-                    view = view[os.write(self._pty.master_fd, view) :]
-                except OSError:
-                    return  # nobody reads the line and its buffer is full: the bytes are lost
-        elif self._client is not None:
-            try:
-                self._client.sendall(data)
-            except OSError:
-                self._drop_client()
