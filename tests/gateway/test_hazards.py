@@ -252,3 +252,35 @@ def test_a_stop_sent_while_silent_reaches_a_pump_that_hears(
     mocker.patch.object(ModelDriver, "_stop", lambda self: (model.stop(), heard_not_answered(self)))
     rig.run(3 * STEP_S)
     assert model.snapshot().state is PumpState.STOPPED
+
+
+@pytest.mark.hazard("H-OV-03")
+def test_a_vtbi_sent_to_a_running_pump_allows_for_its_way_there(
+    make_rig: Callable[..., Rig], mocker: MockerFixture
+) -> None:
+    """A pump counts a VTBI from when it gets it, and keeps infusing meanwhile: on a rig at a
+    high time scale a round trip is simulated seconds.  The executor takes one round trip at
+    the pump's rate off the VTBI, so the day still never ends over its prescription."""
+    rig = make_rig()
+    rig.run(H)
+    round_trip_s = 120.0  # simulated: what 50 ms of real time is at 2400x
+    read_status = ModelDriver.read_status
+
+    def slow_read(self: ModelDriver) -> Any:
+        rig.clock.advance(round_trip_s)  # the pump infuses on while the reply travels
+        return read_status(self)
+
+    vtbis = mocker.spy(ModelDriver, "_write_vtbi")
+    mocker.patch.object(ModelDriver, "read_status", slow_read)
+    rig.channel.submit_weight(66.0, "weighed again")  # a re-plan of the running pump
+    rig.channel.step()
+    assert vtbis.call_count == 1
+    commands = [c for c in rig.events("command") if c["command"] == "set_rate"]
+    planned_ml, rate_ml_per_h = commands[-1]["vtbi_ml"], rig.driver.sent[-2]
+    written_ml = vtbis.call_args.args[1]
+    # Below the plan by at least what the pump gave during the two round trips.
+    assert written_ml <= planned_ml - 2 * rate_ml_per_h * round_trip_s / SECONDS_PER_HOUR + 1e-9
+    mocker.stopall()
+    rig.run(DAY_S)
+    (day1,) = [d for d in rig.events("day_close") if d["day"] == 1]
+    assert day1["delivered_ml"] <= day1["prescribed_ml"]
