@@ -71,8 +71,8 @@ class SoakFault:
 
 
 #: The matrix's in-process kinds that a course can live through.  Not here: disk full and a
-#: corrupt journal (the gateway rightly stops for good), garbled and late NE-1000 replies (a
-#: known bug: see test_fault_matrix.NE_UNSUPERVISED_BUG), the processes.
+#: corrupt journal (the gateway rightly stops for good), garbled and late replies (the matrix
+#: has them; a soak seed's line would stay dead for hours), the processes.
 SOAK_FAULTS: tuple[SoakFault, ...] = (
     SoakFault(FaultKind.OCCLUSION),
     SoakFault(FaultKind.AIR_IN_LINE),
@@ -144,13 +144,16 @@ def soak(seed: int, state_dir: Path) -> WireRig:
     )
     patient = VirtualPatient(WEIGHT_KG, HEMATOCRIT, IGM_MG_DL)
     schedule = plan(seed, days)
+    # Day windows follow the wall clock: each step back moves the course's end that much later.
+    stepped_back_s = sum(-p.step_s for p in schedule if p.fault is None and p.step_s < 0)
+    end_s = days * DAY_S + stepped_back_s + 2 * PREFIX_STEP_S
     pending, active = list(schedule), list[Planned]()
     titers_posted = 1  # day 1 uses the baseline titer
     alarm_since: float | None = None
     last_lifetime = 0.0
     try:
         with rig:
-            while rig.now_s < days * DAY_S + 2 * PREFIX_STEP_S:
+            while rig.now_s < end_s:
                 now = rig.now_s
                 for item in [p for p in pending if p.at_s <= now]:
                     pending.remove(item)
