@@ -65,6 +65,14 @@ class Rig:
 
         self.until(infusing, "the pump infusing again after the acknowledgement")
 
+    def completed_acknowledging_alarms(self) -> bool:
+        """Whether the course has completed; an alarm on the way is acknowledged."""
+        state = self.channel()["state"]
+        if state == "alarm":
+            assert self.gateway is not None
+            assert self.gateway.post("/v1/channels/bed1/ack", json=OPERATOR).is_success
+        return bool(state == "completed")
+
 
 def _client(address: str, token: str) -> httpx.Client:
     return httpx.Client(
@@ -158,9 +166,9 @@ def test_a_course_with_an_occlusion_and_a_link_drop_then_reset_and_again(
                 assert control.delete("/v1/pumps/1/faults/hang").is_success
                 rig.acknowledge_until_infusing()
 
-                rig.until(
-                    lambda: rig.channel()["state"] == "completed", "the course completed", 300
-                )
+                # As at the bedside, any later alarm is acknowledged too: at 2400x the pump's
+                # 255-s watchdog is 106 real ms, which a loaded CI machine can outlast.
+                rig.until(rig.completed_acknowledging_alarms, "the course completed", 300)
         finally:
             _stop(gateway)
         assert gateway.returncode == 0
