@@ -31,6 +31,31 @@ _PROCESS_THREADS = (
 )
 
 
+# The simulated pump of the plugin's fixtures (simulator/pytest_plugin.py): each test module
+# says what it needs by overriding these knobs; the --sim-* options are for a user's own suite and
+# never change the project's tests.  None: the model's or the protocol's own default.
+
+
+@pytest.fixture
+def sim_protocol() -> str:
+    return "newera"
+
+
+@pytest.fixture
+def sim_listen() -> None:
+    return None
+
+
+@pytest.fixture
+def sim_max_rate_ml_per_h() -> None:
+    return None
+
+
+@pytest.fixture
+def sim_reservoir_ml() -> None:
+    return None
+
+
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
     """Commands run in-process (``run``, ``demo``) configure structlog for the process, onto

@@ -18,10 +18,8 @@ from protocol.clock import ManualClock
 from protocol.pump_state import PumpAlarm, PumpState
 from simulator.faults import FaultKind
 from simulator.model import PumpModel
-from simulator.server import SimulatorServer, serve
+from simulator.server import SimulatorServer
 from tests.drivers.newera_support import approved
-
-pytestmark = pytest.mark.timeout(30)
 
 TRANSPORTS = [
     ("newera", "pty"),
@@ -30,6 +28,15 @@ TRANSPORTS = [
     ("modbus", "pty"),
 ]
 HOUR_S = 3600.0
+
+pytestmark = [
+    pytest.mark.timeout(30),
+    pytest.mark.parametrize(
+        ("sim_protocol", "sim_listen"),
+        TRANSPORTS,
+        ids=[f"{protocol}-{listen.split(':')[0]}" for protocol, listen in TRANSPORTS],
+    ),
+]
 
 
 @dataclass
@@ -40,23 +47,26 @@ class Rig:
     pump: PumpDriver
 
 
-@pytest.fixture(
-    params=TRANSPORTS, ids=[f"{protocol}-{listen.split(':')[0]}" for protocol, listen in TRANSPORTS]
-)
-def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
-    protocol, listen = request.param
-    clock = ManualClock()
-    model = PumpModel(clock, max_rate_ml_per_h=20.0, reservoir_ml=500.0)
-    server: SimulatorServer = serve(model, protocol=protocol, listen=listen)
+@pytest.fixture
+def sim_max_rate_ml_per_h() -> float:
+    return 20.0
+
+
+@pytest.fixture
+def sim_reservoir_ml() -> float:
+    return 500.0
+
+
+@pytest.fixture
+def rig(
+    sim_protocol: str, sim_clock: ManualClock, sim_pump: PumpModel, sim_server: SimulatorServer
+) -> Iterator[Rig]:
+    driver = make_pump(sim_server.pump_url, timeout_s=0.5, retries=1)
     try:
-        driver = make_pump(server.pump_url, timeout_s=0.5, retries=1)
-        try:
-            driver.open()
-            yield Rig(protocol, clock, model, driver)
-        finally:
-            driver.close()
+        driver.open()
+        yield Rig(sim_protocol, sim_clock, sim_pump, driver)
     finally:
-        server.close()
+        driver.close()
 
 
 def infusing(rig: Rig, rate_ml_per_h: float = 12.0) -> float:

@@ -280,12 +280,11 @@ def test_refusals_name_the_command_and_the_answer(driver: NeweraDriver, model: P
         driver.set_rate(approved(0.0))
 
 
-def test_a_rate_above_the_pump_maximum_is_refused_by_the_pump(clock: ManualClock) -> None:
-    model = PumpModel(clock, max_rate_ml_per_h=10.0)
-    with (
-        NeweraSimulatorServer(model) as server,
-        open_pump(server.pump_url, timeout_s=TIMEOUT_S) as driver,
-    ):
+@pytest.mark.parametrize("sim_max_rate_ml_per_h", [10.0])
+def test_a_rate_above_the_pump_maximum_is_refused_by_the_pump(
+    model: PumpModel, server: NeweraSimulatorServer
+) -> None:
+    with open_pump(server.pump_url, timeout_s=TIMEOUT_S) as driver:
         with pytest.raises(PumpRefusedError, match=r"RAT.*\?OOR"):
             driver.set_rate(approved(20.0))
         assert model.snapshot().rate_setpoint_ml_per_h == 0.0

@@ -57,11 +57,9 @@ def test_a_second_driver_cannot_open_the_same_serial_pump(
     assert driver.read_status().state is PumpState.STOPPED
 
 
-def test_a_second_driver_cannot_use_the_same_tcp_pump(model: PumpModel) -> None:
-    with (
-        NeweraSimulatorServer(model, listen="tcp://127.0.0.1:0") as server,
-        open_pump(server.pump_url, timeout_s=TIMEOUT_S) as first,
-    ):
+@pytest.mark.parametrize("sim_listen", ["tcp://127.0.0.1:0"], ids=["tcp"])
+def test_a_second_driver_cannot_use_the_same_tcp_pump(server: NeweraSimulatorServer) -> None:
+    with open_pump(server.pump_url, timeout_s=TIMEOUT_S) as first:
         second = NeweraDriver(server.pump_url, timeout_s=TIMEOUT_S, retries=0)
         with pytest.raises(LinkLostError):
             second.open()

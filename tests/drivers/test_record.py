@@ -9,7 +9,6 @@ import errno
 import io
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,19 +38,12 @@ from protocol.recording import (
     encode_header,
     encode_record,
 )
-from simulator.modbus_server import ModbusSimulatorServer
-from simulator.model import PumpModel
 from simulator.newera_server import NeweraSimulatorServer
+from simulator.server import SimulatorServer
 
 pytestmark = pytest.mark.timeout(30)
 
 TIMEOUT_S = 0.3
-
-
-@pytest.fixture
-def newera_server() -> Iterator[NeweraSimulatorServer]:
-    with NeweraSimulatorServer(PumpModel(ManualClock(), max_rate_ml_per_h=100.0)) as server:
-        yield server
 
 
 def recording_pump(url: str, path: Path | str) -> PumpDriver:
@@ -63,10 +55,10 @@ def read(path: Path) -> Recording:
 
 
 def test_an_ne1000_session_is_recorded_byte_for_byte_with_a_header(
-    tmp_path: Path, newera_server: NeweraSimulatorServer
+    tmp_path: Path, server: NeweraSimulatorServer
 ) -> None:
     path = tmp_path / "bed.jsonl"
-    pump = recording_pump(newera_server.pump_url, path)
+    pump = recording_pump(server.pump_url, path)
     try:
         identity = pump.open()
         pump.read_status()
@@ -77,7 +69,7 @@ def test_an_ne1000_session_is_recorded_byte_for_byte_with_a_header(
     assert header["format"] == FORMAT_NAME
     assert header["version"] == FORMAT_VERSION
     assert recording.header.protocol == "newera"
-    assert recording.header.url == newera_server.pump_url  # without the record option
+    assert recording.header.url == server.pump_url  # without the record option
     assert recording.header.gateway_version
     first = recording.records[0]
     assert (first.dir, first.data) == (
@@ -91,16 +83,17 @@ def test_an_ne1000_session_is_recorded_byte_for_byte_with_a_header(
     assert {r.dir for r in recording.records} == {"tx", "rx"}
 
 
-def test_a_modbus_tcp_session_is_recorded_with_its_mbap_frames(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sim_protocol", ["modbus"])  # on its default line: TCP
+def test_a_modbus_tcp_session_is_recorded_with_its_mbap_frames(
+    tmp_path: Path, sim_server: SimulatorServer
+) -> None:
     path = tmp_path / "bed.jsonl"
-    model = PumpModel(ManualClock(), max_rate_ml_per_h=100.0)
-    with ModbusSimulatorServer(model, listen="tcp://127.0.0.1:0") as server:
-        pump = recording_pump(server.pump_url, path)
-        try:
-            pump.open()
-            pump.read_status()
-        finally:
-            pump.close()
+    pump = recording_pump(sim_server.pump_url, path)
+    try:
+        pump.open()
+        pump.read_status()
+    finally:
+        pump.close()
     recording = read(path)
     assert recording.header.protocol == "modbus+tcp"
     request, reply = recording.records[0].data, recording.records[1].data
@@ -211,10 +204,10 @@ def recording_failures(logs: list[dict[str, object]]) -> list[dict[str, object]]
 
 
 def test_a_recording_that_cannot_be_created_is_logged_once_and_control_goes_on(
-    tmp_path: Path, newera_server: NeweraSimulatorServer
+    tmp_path: Path, server: NeweraSimulatorServer
 ) -> None:
     with structlog.testing.capture_logs() as logs:
-        pump = recording_pump(newera_server.pump_url, tmp_path / "missing" / "bed.jsonl")
+        pump = recording_pump(server.pump_url, tmp_path / "missing" / "bed.jsonl")
         try:
             pump.open()
             statuses = [pump.read_status() for _ in range(3)]
@@ -227,12 +220,12 @@ def test_a_recording_that_cannot_be_created_is_logged_once_and_control_goes_on(
 
 
 def test_an_existing_file_is_never_overwritten(
-    tmp_path: Path, newera_server: NeweraSimulatorServer
+    tmp_path: Path, server: NeweraSimulatorServer
 ) -> None:
     evidence = tmp_path / "bed.jsonl"
     evidence.write_text("yesterday's field recording\n")
     with structlog.testing.capture_logs() as logs:
-        pump = recording_pump(newera_server.pump_url, evidence)
+        pump = recording_pump(server.pump_url, evidence)
         try:
             pump.open()
             pump.read_status()
@@ -258,12 +251,12 @@ class _FullDisk(io.StringIO):
 
 
 def test_a_write_failure_stops_recording_once_and_never_reaches_a_command(
-    tmp_path: Path, newera_server: NeweraSimulatorServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, server: NeweraSimulatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     disk = _FullDisk()
     monkeypatch.setattr(drivers.recording, "_open_new", lambda path: disk)
     with structlog.testing.capture_logs() as logs:
-        pump = recording_pump(newera_server.pump_url, tmp_path / "bed.jsonl")
+        pump = recording_pump(server.pump_url, tmp_path / "bed.jsonl")
         try:
             pump.open()
             statuses = [pump.read_status() for _ in range(5)]
@@ -317,15 +310,12 @@ def test_the_daemon_config_accepts_a_recording_pump_url(tmp_path: Path) -> None:
 
 
 def test_pump_command_records_with_record_flag(
-    tmp_path: Path, newera_server: NeweraSimulatorServer, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, server: NeweraSimulatorServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "bedside.jsonl"
-    assert (
-        main(["pump", "status", "--url", newera_server.pump_url, "--record", str(path), "--json"])
-        == 0
-    )
+    assert main(["pump", "status", "--url", server.pump_url, "--record", str(path), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)  # stdout stays the answer alone
     assert status["state"] == "stopped"
     assert read(path).records
-    assert main(["pump", "status", "--url", newera_server.pump_url, "--record", str(path)]) == 2
+    assert main(["pump", "status", "--url", server.pump_url, "--record", str(path)]) == 2
     assert "--record" in capsys.readouterr().err

@@ -42,9 +42,15 @@ SECONDS_PER_HOUR = 3600.0
 
 
 @pytest.fixture
-def model(clock: ManualClock) -> PumpModel:
+def sim_max_rate_ml_per_h() -> float:
     """Overrides conftest's: a pump that can deliver up to the NE-1000 field's 9999 mL."""
-    return PumpModel(clock, max_rate_ml_per_h=MAX_RATE_ML_PER_H, reservoir_ml=RESERVOIR_ML)
+    return MAX_RATE_ML_PER_H
+
+
+@pytest.fixture
+def sim_reservoir_ml() -> float:
+    """A reservoir that holds the NE-1000 field's 9999 mL."""
+    return RESERVOIR_ML
 
 
 @pytest.fixture(params=["tcp", "rtu"])

@@ -3,8 +3,8 @@
 nesp-lib opens ``serial.Serial(port=path)`` with no read timeout: a simulator that stays silent
 would block it for ever.  So every nesp-lib call runs in a worker thread joined with a timeout
 (:func:`bounded`); a hang fails the test, and closing the port and the server at teardown makes
-the blocked read fail so the worker ends.  Simulated time is a :class:`ManualClock` the tests
-advance.
+the blocked read fail so the worker ends.  The pump, its server and the :class:`ManualClock` the
+tests advance are the pytest plugin's ``sim_pump``, ``sim_server`` and ``sim_clock``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from protocol.newera.framing import ReplyFrame
 from protocol.pump_state import PumpAlarm, PumpState
 from simulator.model import EventKind, PumpModel
 from simulator.newera_server import NeweraSimulatorServer
+from simulator.server import SimulatorServer
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(30)]
 
@@ -101,29 +102,13 @@ def stop_heartbeat_without_a_word(pump: nesp_lib.Pump) -> None:
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def model(clock: ManualClock) -> PumpModel:
-    return PumpModel(clock, max_rate_ml_per_h=500.0)
-
-
-@pytest.fixture
-def server(model: PumpModel) -> Iterator[NeweraSimulatorServer]:
-    with NeweraSimulatorServer(model) as server:
-        yield server
-
-
-@pytest.fixture
-def ports(server: NeweraSimulatorServer) -> Iterator[Callable[[], RecordingPort]]:
+def ports(sim_server: SimulatorServer) -> Iterator[Callable[[], RecordingPort]]:
     """Opens nesp-lib ports on the simulator; closes them (and stops heartbeats) at the end."""
     opened: list[RecordingPort] = []
     pumps: list[nesp_lib.Pump] = []
 
     def open_port() -> RecordingPort:
-        port = bounded(lambda: RecordingPort(server.listening))
+        port = bounded(lambda: RecordingPort(sim_server.listening))
         opened.append(port)
         return port
 
@@ -161,7 +146,7 @@ def infuse_28_ml_per_h(pump: nesp_lib.Pump) -> None:
 
 
 def test_nesp_lib_basic_mode_session(
-    ports: Callable[[], RecordingPort], model: PumpModel, clock: ManualClock
+    ports: Callable[[], RecordingPort], sim_pump: PumpModel, sim_clock: ManualClock
 ) -> None:
     pump, port = make_pump(ports)
     infuse_28_ml_per_h(pump)
@@ -169,67 +154,67 @@ def test_nesp_lib_basic_mode_session(
     assert bounded(lambda: pump.pumping_direction) is nesp_lib.PumpingDirection.INFUSE
     assert bounded(lambda: pump.pumping_rate_ml_per_min) == pytest.approx(0.4666)
     assert bounded(lambda: pump.status) is nesp_lib.Status.INFUSING
-    assert model.snapshot().rate_setpoint_ml_per_h == pytest.approx(27.996)
-    clock.advance(3600)
+    assert sim_pump.snapshot().rate_setpoint_ml_per_h == pytest.approx(27.996)
+    sim_clock.advance(3600)
     assert bounded(lambda: pump.volume_infused_ml) == pytest.approx(27.99)  # shown truncated
     assert bounded(lambda: pump.volume_withdrawn_ml) == 0.0
     bounded(pump.stop)  # STP pauses; nesp-lib waits while "running": paused is not
-    assert model.snapshot().state is PumpState.PAUSED
+    assert sim_pump.snapshot().state is PumpState.PAUSED
     bounded(pump.stop)
-    assert model.snapshot().state is PumpState.STOPPED
+    assert sim_pump.snapshot().state is PumpState.STOPPED
     bounded(pump.volume_infused_clear)
     assert bounded(lambda: pump.volume_infused_ml) == 0.0
     assert all(frame.framing is Framing.BASIC for frame in port.replies())
 
 
 def test_nesp_lib_safe_mode_session(
-    ports: Callable[[], RecordingPort], model: PumpModel, clock: ManualClock
+    ports: Callable[[], RecordingPort], sim_pump: PumpModel, sim_clock: ManualClock
 ) -> None:
     pump, port = make_pump(ports, safe_mode_timeout_s=5)
-    assert model.snapshot().watchdog_timeout_s == 5.0
+    assert sim_pump.snapshot().watchdog_timeout_s == 5.0
     infuse_28_ml_per_h(pump)
     assert bounded(lambda: pump.safe_mode_timeout_s) == 5
     assert bounded(lambda: pump.status) is nesp_lib.Status.INFUSING
-    clock.advance(3)  # within the timeout of the last packet
+    sim_clock.advance(3)  # within the timeout of the last packet
     assert bounded(lambda: pump.volume_infused_ml) == pytest.approx(0.023, abs=0.001)
-    clock.advance(3)
+    sim_clock.advance(3)
     assert bounded(lambda: pump.status) is nesp_lib.Status.INFUSING  # fed in time
     bounded(lambda: pump.stop(wait_while_running=False))
     bounded(lambda: pump.stop(wait_while_running=False))
-    assert model.snapshot().state is PumpState.STOPPED
+    assert sim_pump.snapshot().state is PumpState.STOPPED
     frames = port.replies()
     assert frames
     assert all(frame.framing is Framing.SAFE for frame in frames)
     # Back to basic mode: nesp-lib stops its heartbeat thread.
     bounded(lambda: setattr(pump, "safe_mode_timeout_s", 0))
-    assert model.snapshot().watchdog_timeout_s == 0.0
+    assert sim_pump.snapshot().watchdog_timeout_s == 0.0
     assert bounded(lambda: pump.status) is nesp_lib.Status.STOPPED
-    assert PumpAlarm.COMM_TIMEOUT not in model.snapshot().alarms
+    assert PumpAlarm.COMM_TIMEOUT not in sim_pump.snapshot().alarms
 
 
 def test_safe_mode_timeout_with_the_client_gone_stops_the_pump_and_reports_a_t(
     ports: Callable[[], RecordingPort],
-    model: PumpModel,
-    clock: ManualClock,
-    server: NeweraSimulatorServer,
+    sim_pump: PumpModel,
+    sim_clock: ManualClock,
+    sim_server: NeweraSimulatorServer,
 ) -> None:
     pump, port = make_pump(ports, safe_mode_timeout_s=5)
     infuse_28_ml_per_h(pump)
-    assert model.snapshot().state is PumpState.INFUSING
+    assert sim_pump.snapshot().state is PumpState.INFUSING
     # The host program dies: no more packets, no SAF0.
     stop_heartbeat_without_a_word(pump)
     port.close()
-    clock.advance(4.9)
-    assert model.snapshot().state is PumpState.INFUSING
-    clock.advance(0.2)
-    snapshot = model.snapshot()
+    sim_clock.advance(4.9)
+    assert sim_pump.snapshot().state is PumpState.INFUSING
+    sim_clock.advance(0.2)
+    snapshot = sim_pump.snapshot()
     assert snapshot.state is PumpState.ALARM
     assert PumpAlarm.COMM_TIMEOUT in snapshot.alarms
     assert snapshot.volume_infused_ml == pytest.approx(27.996 * 5 / 3600)  # stopped at 5 s
-    timeouts = [e for e in model.events() if e.alarm is PumpAlarm.COMM_TIMEOUT]
+    timeouts = [e for e in sim_pump.events() if e.alarm is PumpAlarm.COMM_TIMEOUT]
     assert [e.kind for e in timeouts] == [EventKind.ALARM]
     # In safe mode the pump sends an alarm packet on its own; nobody hears it.
-    wait_until(lambda: server.alarm_packets_sent == 1)
+    wait_until(lambda: sim_server.alarm_packets_sent == 1)
     # The next client: its first reply is A?T (nesp-lib ignores an alarm on its first command
     # and sends it again), then the pump is stopped and stays stopped.
     pump2, port2 = make_pump(ports)
@@ -237,18 +222,18 @@ def test_safe_mode_timeout_with_the_client_gone_stops_the_pump_and_reports_a_t(
     assert first.reply.alarm is NeAlarm.SAFE_TIMEOUT
     assert first.framing is Framing.BASIC  # its SAF0 was carried out: basic mode
     assert bounded(lambda: pump2.status) is nesp_lib.Status.STOPPED
-    clock.advance(3600)
+    sim_clock.advance(3600)
     assert bounded(lambda: pump2.status) is nesp_lib.Status.STOPPED
-    assert model.snapshot().volume_infused_ml == snapshot.volume_infused_ml
+    assert sim_pump.snapshot().volume_infused_ml == snapshot.volume_infused_ml
 
 
 def test_a_power_loss_shows_as_a_reset_alarm_to_nesp_lib(
-    ports: Callable[[], RecordingPort], model: PumpModel
+    ports: Callable[[], RecordingPort], sim_pump: PumpModel
 ) -> None:
-    model.power_loss()  # as after power-up: the first reply is A?R, which nesp-lib ignores
+    sim_pump.power_loss()  # as after power-up: the first reply is A?R, which nesp-lib ignores
     pump, port = make_pump(ports)
     assert bytes(port.received).startswith(b"\x0200A?R\x03\x0200S\x03")
-    model.power_loss()  # on any later command nesp-lib raises it
+    sim_pump.power_loss()  # on any later command nesp-lib raises it
     with pytest.raises(nesp_lib.StatusAlarmException) as raised:
         bounded(lambda: pump.status)
     assert raised.value.alarm_status is nesp_lib.AlarmStatus.RESET
@@ -256,7 +241,7 @@ def test_a_power_loss_shows_as_a_reset_alarm_to_nesp_lib(
 
 
 def test_nesp_lib_sees_refusals_as_its_own_exceptions(
-    ports: Callable[[], RecordingPort], model: PumpModel
+    ports: Callable[[], RecordingPort], sim_pump: PumpModel
 ) -> None:
     pump, _ = make_pump(ports)
     with pytest.raises(ValueError, match="Pumping rate invalid"):  # ?OOR: above the maximum
@@ -264,16 +249,16 @@ def test_nesp_lib_sees_refusals_as_its_own_exceptions(
     with pytest.raises(nesp_lib.StateException):  # ?NA: this pump only infuses
         bounded(lambda: setattr(pump, "pumping_direction", nesp_lib.PumpingDirection.WITHDRAW))
     bounded(lambda: setattr(pump, "pumping_volume_ml", 2.5))
-    assert model.snapshot().vtbi_ml == 2.5
+    assert sim_pump.snapshot().vtbi_ml == 2.5
     assert bounded(lambda: pump.pumping_volume_ml) == pytest.approx(2.5)
-    assert model.snapshot().state is PumpState.STOPPED
+    assert sim_pump.snapshot().state is PumpState.STOPPED
 
 
 def test_a_hung_simulator_fails_the_call_instead_of_blocking(
-    ports: Callable[[], RecordingPort], model: PumpModel
+    ports: Callable[[], RecordingPort], sim_pump: PumpModel
 ) -> None:
     pump, _ = make_pump(ports)
-    model.line.hang = True
+    sim_pump.line.hang = True
     with pytest.raises(NespHangError):
         bounded(lambda: pump.status, timeout_s=0.3)
     # Teardown closes the port: the worker's blocked read fails and the thread ends.

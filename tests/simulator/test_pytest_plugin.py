@@ -36,3 +36,45 @@ def test_plugin_fixtures_serve_a_pump(pytester: pytest.Pytester, protocol: str) 
     pytester.makepyfile(test_user=USER_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--sim-protocol={protocol}")
     result.assert_outcomes(passed=2)
+
+
+USER_CONFTEST = """
+import pytest
+
+
+@pytest.fixture
+def sim_max_rate_ml_per_h():
+    return 20.0
+"""
+
+USER_KNOB_TESTS = """
+import pytest
+
+
+def test_the_suite_pins_the_rate_and_the_command_line_sizes_the_reservoir(sim_pump):
+    assert sim_pump.max_rate_ml_per_h == 20.0
+    assert sim_pump.reservoir_capacity_ml == 40.0
+
+
+@pytest.mark.parametrize("sim_max_rate_ml_per_h", [7.5])
+def test_a_test_pins_its_own_rate(sim_pump):
+    assert sim_pump.max_rate_ml_per_h == 7.5
+
+
+@pytest.mark.parametrize("sim_listen", ["pty", "tcp://127.0.0.1:0"])
+def test_each_line(sim_server, sim_listen):
+    assert sim_server.listening.startswith("tcp://" if sim_listen != "pty" else "/dev/")
+
+
+@pytest.mark.parametrize("sim_protocol", ["modbus"])
+def test_modbus_listens_on_tcp_by_default(sim_server):
+    assert sim_server.pump_url.startswith("modbus+tcp://127.0.0.1:")
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_suite_sets_the_pump_by_fixture_option_or_parameter(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(USER_CONFTEST)
+    pytester.makepyfile(test_knobs=USER_KNOB_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--sim-reservoir-ml=40")
+    result.assert_outcomes(passed=5)
