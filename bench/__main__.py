@@ -1,4 +1,4 @@
-"""``python -m bench``: every figure of issue 13 beside its peer, as ratios, against its target.
+"""``python -m bench``: every figure beside its peer, as ratios, against its target.
 
 python -m bench [--quick] [--dry-run] [--json | --markdown] [--only NAME ...]
 
@@ -173,7 +173,7 @@ def run(sections: list[str], sizes: Sizes) -> tuple[list[Figure], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Every figure of issue 13 beside its peer, as a ratio, against its target.",
+        description="Every figure beside its peer, as a ratio, against its target.",
     )
     parser.add_argument("--quick", action="store_true", help="CI's sizes: under two minutes")
     parser.add_argument(

@@ -17,7 +17,7 @@ of it is the kernel's), the pumps' process's CPU, the journal's write transactio
 one fsync of the WAL: ``synchronous=FULL``) and its growth per channel-day at a 1-s poll.
 
 Modes: ``after`` is this gateway (group commit, a stepping thread per channel); ``before`` is
-how it stepped before issue 11 (a transaction per commit, the loop's default executor of
+how it stepped before group commit (a transaction per commit, the loop's default executor of
 min(32, CPUs + 4) threads); ``off`` is per-channel threads without group commit.
 
 The pumps stand in for devices on the network, but they need CPU too (a Python Modbus server
@@ -158,7 +158,7 @@ async def _run(
     }
 
 
-#: What is compared: "after", group commit and one stepping thread per channel (issue 11);
+#: What is compared: "after", group commit and one stepping thread per channel;
 #: "before", one transaction per commit and the loop's default executor (min(32, CPUs + 4)
 #: threads), as ``asyncio.to_thread`` stepped the channels before; "off", per-channel threads
 #: without group commit.

@@ -1,4 +1,4 @@
-"""Issue 13's targets, in one place (docs/performance.md repeats them in words)."""
+"""The performance targets, in one place (docs/performance.md repeats them in words)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Group commit (issue 11): the journal writes of concurrent channel cycles share one transaction,
+"""Group commit: the journal writes of concurrent channel cycles share one transaction,
 and each writer still returns only once its own writes are durable (write-ahead, invariant 6).
 
 Transactions are counted on the connection itself (its trace callback sees every ``COMMIT``);
