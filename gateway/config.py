@@ -45,6 +45,7 @@ from pydantic_core.core_schema import ValidationInfo
 
 from drivers.errors import DriverConfigError
 from drivers.url import duplicate_devices
+from gateway.display import floor_display
 from gateway.dosing import (
     DEFAULT_CONCENTRATION_MG_PER_ML,
     DEFAULT_IGM_CONTENT_MG_PER_ML,
@@ -417,9 +418,8 @@ def time_scale_max(min_real_poll_interval_s: float) -> float:
 
 
 def _floor_text(value: float) -> str:
-    """``value`` rounded down to 2 decimals, shortest form: 2550.0 -> '2550'."""
-    floored = math.floor(value * 100.0) / 100.0
-    return f"{floored:.2f}".rstrip("0").rstrip(".")
+    """``value`` rounded down for display (gateway/display.py), shortest form: 2550.0 -> '2550'."""
+    return f"{floor_display(value):.2f}".rstrip("0").rstrip(".")
 
 
 def check_path_text(field: str, value: object, *, absolute: bool) -> object:

@@ -51,8 +51,8 @@ def plan_order(order: OrderConfig, *, baseline: bool, confirm_how: str) -> dict[
     notes = [*confirmations, *dose.notes]
     if day.ceiling_bound:
         notes.append(
-            f"the 24-h volume needs {dose.continuous_rate_ml_per_h:.2f} mL/h, above the ceiling "
-            f"{floor_display(ceiling):.2f} mL/h: "
+            f"the 24-h volume needs {floor_display(dose.continuous_rate_ml_per_h):.2f} mL/h, above "
+            f"the ceiling {floor_display(ceiling):.2f} mL/h: "
             f"{floor_display(day.projected_shortfall_ml):.2f} mL will not be given today"
         )
     rate_mg_per_kg_per_h = mg_per_kg(
