@@ -142,7 +142,7 @@ def decide(
     except TransitionError as exc:
         decider.internal_error(str(exc))
     if decider.s.channel is ChannelState.ALARM and not decider.s.alarms_that_stop():
-        # Every alarm state says why: one without a stopping alarm is a bug (invariant 9).
+        # Every alarm state says why: one without a stopping alarm is a bug (docs/design.md).
         decider.internal_error("in alarm with no stopping alarm to say why")
     return decider.result()
 
@@ -422,7 +422,7 @@ class _Decider:
             # The day keeps its titer: only the weight changes (rule 1).
             self.prescribe_today(self.s.titer(today.prescription.titer_seq), "weight corrected")
         # Re-plan against the new ceiling, keeping the command the pump holds: a rate above a
-        # lower ceiling is then recognised as ours and lowered, not alarmed (issue item 8).
+        # lower ceiling is then recognised as ours and lowered, not alarmed (docs/design.md).
         self.s = replace(self.s, replan=True)
 
     def take_vasopressors(self, item: VasopressorsWithdrawnInput) -> None:

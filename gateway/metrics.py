@@ -1,6 +1,6 @@
 """Prometheus metrics for clinical IT: one registry per gateway (no global state).
 
-Conventions (https://prometheus.io/docs/practices/naming/): names start ``infusion_gateway_``,
+Conventions (Prometheus's naming practice): names start ``infusion_gateway_``,
 times are seconds (durations) or Unix seconds (``..._timestamp_seconds``), counters end in
 ``_total``, and every labelled series a rule needs exists from the first control cycle (at 0),
 so a rule sees it change rather than appear.  Volumes and rates keep the clinical units their

@@ -31,6 +31,10 @@ FORBIDDEN = (
     re.compile(r"\bTRIAL[-]LISTING"),
     re.compile(r"\.\./shared\b"),
     re.compile(r"/work/share[d]\b"),
+    # The tracker's issues are outside too: say what a thing is, not which issue asked for it.
+    re.compile(r"\bissues? (?:item )?#?\d", re.IGNORECASE),
+    # So are web pages (an XML namespace is a name, not a citation).
+    re.compile(r"https?://(?!www\.w3\.org/2000/svg)[\w-]+(?:\.[\w-]+)*\.(?:io|org|com|net|edu)\b"),
 )
 
 #: A relative path starting with one or more ``../``: it must stay inside the repository.
@@ -108,10 +112,18 @@ def test_the_checks_catch_each_kind_of_outside_reference() -> None:
     lines = [f"see {name}.md" for name in outside]
     lines += ["TRIAL" + "-LISTING.txt", "open('.." + "/shared/notes')", "/work/" + "shared/x"]
     lines += ["[notes](" + "../" * 2 + "outside/notes.md)"]  # from docs/: above the repository
+    lines += [
+        "as issue" + " 13 asked",
+        "(Issue" + " item 8)",
+        "see https:" + "//prometheus.io/docs",
+    ]
     for line in lines:
         assert list(offences("docs/x.md", line)), line
 
 
 def test_paths_inside_the_repository_are_fine() -> None:
-    text = "[config](../deploy/gateway.example.toml), from .. import x, the shared core"
+    text = (
+        "[config](../deploy/gateway.example.toml), from .. import x, the shared core, "
+        "http://127.0.0.1:8470/, the issues it raises, {http://www.w3.org/2000/svg}svg"
+    )
     assert list(offences("docs/operations.md", text)) == []
