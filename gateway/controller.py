@@ -53,6 +53,7 @@ from gateway.course_state import (
     TiterRecord,
     TransitionError,
 )
+from gateway.display import floor_display
 from gateway.dosing import Arm, DailyDose, course_days_max, flat_daily_dose, titer_daily_dose
 from gateway.effects import (
     ArmWatchdog,
@@ -172,6 +173,11 @@ def _same_draw(record: TiterRecord, item: TiterInput) -> bool:
         and record.igm_mg_dl == item.igm_mg_dl
         and record.hematocrit == item.hematocrit
     )
+
+
+def _two(value: float) -> str:
+    """A volume or rate for a person: rounded down to 0.01 (gateway/display.py), never up."""
+    return f"{floor_display(value):.2f}"
 
 
 class _Decider:
@@ -813,8 +819,8 @@ class _Decider:
         )
         if abs(delivered - estimated) > bound_ml:
             self.distrust_totalizer(
-                f"the totalizer counts {delivered:.2f} mL today, the read-back rate over time "
-                f"{estimated:.2f} mL (allowed difference {bound_ml:.2f} mL)"
+                f"the totalizer counts {_two(delivered)} mL today, the read-back rate over time "
+                f"{_two(estimated)} mL (allowed difference {_two(bound_ml)} mL)"
             )
 
     def distrust_totalizer(self, detail: str) -> None:
@@ -843,7 +849,7 @@ class _Decider:
             if not lowered:
                 self.raise_alarm(
                     AlarmCode.RATE_ABOVE_CEILING.value,
-                    f"pump reports {status.rate_ml_per_h} mL/h, ceiling {ceiling:.2f}",
+                    f"pump reports {status.rate_ml_per_h} mL/h, ceiling {_two(ceiling)}",
                 )
                 return False
             # A lower weight lowered the ceiling under a rate we commanded: re-plan down now.
@@ -975,8 +981,8 @@ class _Decider:
         notes = list(dose.notes)
         if dose.volume_ml < today.delivered_ml:
             notes.append(
-                f"the corrected dose ({dose.volume_ml:.2f} mL) is below what was already given "
-                f"({today.delivered_ml:.2f} mL): nothing more today"
+                f"the corrected dose ({_two(dose.volume_ml)} mL) is below what was already given "
+                f"({_two(today.delivered_ml)} mL): nothing more today"
             )
         prescription = Prescription(
             volume_ml=dose.volume_ml,
@@ -1099,9 +1105,9 @@ class _Decider:
             low, high = sorted((today.delivered_ml, today.estimated_ml))
             notes = (
                 *notes,
-                f"totalizer implausible: by its two counts the pump gave between {low:.2f} and "
-                f"{high:.2f} mL (totalizer {today.delivered_ml:.2f}, read-back rate over time "
-                f"{today.estimated_ml:.2f}); the day was bounded by the larger",
+                f"totalizer implausible: by its two counts the pump gave between {_two(low)} and "
+                f"{_two(high)} mL (totalizer {_two(today.delivered_ml)}, read-back rate over time "
+                f"{_two(today.estimated_ml)}); the day was bounded by the larger",
             )
         closed = replace(
             today,
@@ -1153,7 +1159,7 @@ class _Decider:
                     self.clear_pump_alarms()
                 self.set_state(
                     ChannelState.DAY_COMPLETE,
-                    f"day {today.day}: {today.delivered_ml:.2f} mL delivered",
+                    f"day {today.day}: {_two(today.delivered_ml)} mL delivered",
                 )
             return
         if self.s.channel is ChannelState.DAY_COMPLETE:
@@ -1170,8 +1176,8 @@ class _Decider:
         if plan.projected_shortfall_ml > SHORTFALL_ALARM_ML:
             self.raise_alarm(
                 AlarmCode.PROJECTED_SHORTFALL.value,
-                f"day {today.day}: {plan.projected_shortfall_ml:.2f} mL cannot be given by the "
-                f"window's end at {limit:.2f} mL/h",
+                f"day {today.day}: {_two(plan.projected_shortfall_ml)} mL cannot be given by the "
+                f"window's end at {_two(limit)} mL/h",
                 stop=False,
             )
         if plan.rate_ml_per_h <= 0.0:
@@ -1210,7 +1216,7 @@ class _Decider:
                 self.set_state(
                     ChannelState.INFUSING,
                     f"{self.s.commanded.rate_ml_per_h if self.s.commanded else 0} mL/h, "
-                    f"{remaining:.2f} mL left today",
+                    f"{_two(remaining)} mL left today",
                 )
                 return
             self.program(plan.rate_ml_per_h, remaining, plan.projected_shortfall_ml, status)

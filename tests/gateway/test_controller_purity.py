@@ -45,6 +45,7 @@ CORE = (
     "gateway/safety.py",
     "gateway/validate.py",
     "gateway/errors.py",
+    "gateway/display.py",
 )
 
 #: What a pure function may not reach: clocks, I/O, threads, logging, the journal, the pump.
