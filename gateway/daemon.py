@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from drivers.base import PumpDriver
 from gateway.channel import Channel, ChannelState
 from gateway.config import GatewayConfig
 from gateway.errors import ConfigError
-from gateway.journal import Journal
+from gateway.journal import Journal, JournalCorruptError
 from gateway.metrics import GatewayMetrics
 from gateway.systemd import Notifier
 from protocol.clock import Clock, ManualClock, ScaledClock, SystemClock
@@ -87,10 +88,27 @@ def clock_for(config: GatewayConfig, journal: Journal) -> Clock:
     if config.time_scale == 1.0:
         return SystemClock()
     anchor = journal.get_meta(CLOCK_ANCHOR_KEY)
-    clock = ScaledClock(config.time_scale, anchor_wall_s=float(anchor) if anchor else None)
+    clock = ScaledClock(config.time_scale, anchor_wall_s=_stored_anchor_s(journal, anchor))
     if anchor is None:
         journal.set_meta(CLOCK_ANCHOR_KEY, repr(clock.anchor_wall_s))
     return clock
+
+
+def _stored_anchor_s(journal: Journal, anchor: str | None) -> float | None:
+    """The journal's clock anchor (wall s), None before the first start; one that is not a
+    time is a damaged journal, refused in one line rather than guessed."""
+    if anchor is None:
+        return None
+    try:
+        anchor_s = float(anchor)
+    except ValueError:
+        anchor_s = math.nan
+    if not math.isfinite(anchor_s):
+        raise JournalCorruptError(
+            f"{journal.path}: {CLOCK_ANCHOR_KEY} {anchor[:40]!r} is not a time: the journal is"
+            " damaged (keep it for the investigation; a new state_dir starts a new course)"
+        )
+    return anchor_s
 
 
 class Gateway:

@@ -405,11 +405,6 @@ def test_the_cli_refuses_stored_state_that_is_not_json_with_exit_2_and_one_line(
     assert "not valid JSON" in _refused_by_the_cli(config)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/daemon.py clock_for: float() of a stored clock anchor that is not a number "
-    "raises a raw ValueError (a traceback from the CLI), not a one-line GatewayError",
-)
 @pytest.mark.hazard("H-JN-02", "H-CK-01")
 def test_a_stored_clock_anchor_that_is_not_a_number_refuses_the_start_in_one_line(
     tmp_path: Path,
