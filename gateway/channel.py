@@ -96,7 +96,14 @@ def restarted(state: CourseState) -> CourseState:
         ),
         # Another process: the monotonic clock of the one that wrote this means nothing here.
         lost_since_monotonic_s=None,
-        link=replace(state.link, armed_connection=None, last_good_poll_monotonic_s=None),
+        # A quiet period after a failed stop was timed on that clock too: it is over, and the
+        # pump is looked at again (a stop that still fails starts a new one).
+        link=replace(
+            state.link,
+            armed_connection=None,
+            last_good_poll_monotonic_s=None,
+            quiet_until_s=None,
+        ),
     )
 
 
@@ -409,7 +416,7 @@ class Channel:
         if step_s is not None:
             inputs.append(ClockStepInput(step_s))
         quiet_until = self.course.link.quiet_until_s
-        if quiet_until is not None and self.clock.wall() < quiet_until:
+        if quiet_until is not None and self.clock.monotonic() < quiet_until:
             # After a failed stop: no traffic at all, so the pump's own watchdog stops it.
             decision = decide(self.course, None, inputs, self.clock.wall(), self.rules)
             self._commit(decision)
@@ -442,7 +449,9 @@ class Channel:
             status = self.driver.read_status()
         except DriverError as exc:
             self._connection = None
-            return Silence(f"{type(exc).__name__}: {exc}", tuple(outcomes))
+            return Silence(
+                f"{type(exc).__name__}: {exc}", tuple(outcomes), monotonic_s=self.clock.monotonic()
+            )
         self._last_status = status
         return PumpReading(
             status,

@@ -133,6 +133,8 @@ def decide(
             # The reading predates what the inputs just asked of the pump: act first, then
             # look again (the executor re-polls after performing the effects).
             return decider.result()
+        if observation is not None and observation.monotonic_s is not None:
+            decider.mono = observation.monotonic_s
         match observation:
             case PumpReading():
                 decider.on_reading(observation)
@@ -200,6 +202,9 @@ class _Decider:
         self.stop_done = False
         #: A stop failed: no more traffic this round (the pump's watchdog must stop it).
         self.quiet = False
+        #: The observer's monotonic clock at this round's observation (s), for durations a
+        #: wall-clock step must not change; an observer without one: the wall clock stands in.
+        self.mono = now_s
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -498,11 +503,12 @@ class _Decider:
 
     def on_reading(self, obs: PumpReading) -> None:
         status = obs.status
-        if self.s.link.quiet_until_s is not None and self.now >= self.s.link.quiet_until_s:
+        if self.s.link.quiet_until_s is not None and self.mono >= self.s.link.quiet_until_s:
             self.put_link(quiet_until_s=None)
             self.emit("quiet_over", pump_state=status.state.value)
         self.take_outcomes(obs.outcomes, connection=obs.connection)
         previous_poll_s = self.s.link.last_good_poll_s
+        previous_mono_s = self.s.link.last_good_poll_monotonic_s
         previous_uptime_s = self.s.link.last_uptime_s
         self.put_link(
             last_good_poll_s=self.now,
@@ -510,7 +516,7 @@ class _Decider:
             last_good_poll_monotonic_s=obs.monotonic_s,
             silent_polls=0,
         )
-        self.account(status, previous_poll_s)
+        self.account(status, previous_poll_s, previous_mono_s)
         if self.stop_done and status.state is PumpState.INFUSING and not self.quiet:
             self.emit("command_failed", command="stop", error="pump still infusing after it")
             self.stop_failed("the pump acknowledged a stop and kept infusing")
@@ -654,7 +660,7 @@ class _Decider:
             "its own watchdog stops it, then tries again. Go to the pump and stop it by hand.",
             send_stop=False,
         )
-        self.put_link(quiet_until_s=self.now + quiet_s)
+        self.put_link(quiet_until_s=self.mono + quiet_s)  # the observer's monotonic clock
         self.s = replace(self.s, commanded=None)
         self.effects = [e for e in self.effects if isinstance(e, StopPump)]
         self.quiet = True
@@ -738,22 +744,32 @@ class _Decider:
 
     # -- accounting (invariant 4) -------------------------------------------------------------
 
-    def integrated_ml(self, previous_poll_s: float | None) -> float:
+    def integrated_ml(self, previous_poll_s: float | None, previous_mono_s: float | None) -> float:
         """What the read-back rate says was given since the last reading (an upper estimate).
 
-        A pump left without traffic stops itself after its watchdog, so a long gap counts for
-        at most that long.
+        The gap is measured on the monotonic clock, which a wall-clock step does not move; only
+        the first reading of a process (no earlier monotonic reading) falls back to the wall
+        clock.  A pump left without traffic stops itself after its watchdog, so a long gap
+        counts for at most that long.
         """
         link = self.s.link
         if previous_poll_s is None or not link.last_infusing:
             return 0.0
-        gap_s = max(self.now - previous_poll_s, 0.0)
+        if previous_mono_s is not None and self.mono >= previous_mono_s:
+            gap_s = self.mono - previous_mono_s
+        else:
+            gap_s = max(self.now - previous_poll_s, 0.0)
         if link.watchdog_held_s:
             gap_s = min(gap_s, link.watchdog_held_s)
         return link.last_rate_ml_per_h * gap_s / SECONDS_PER_HOUR
 
-    def account(self, status: PumpStatus, previous_poll_s: float | None = None) -> None:
-        estimate_ml = self.integrated_ml(previous_poll_s)
+    def account(
+        self,
+        status: PumpStatus,
+        previous_poll_s: float | None = None,
+        previous_mono_s: float | None = None,
+    ) -> None:
+        estimate_ml = self.integrated_ml(previous_poll_s, previous_mono_s)
         link = self.s.link
         last = link.last_totalizer_ml
         now_ml = status.volume_infused_ml

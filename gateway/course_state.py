@@ -282,6 +282,8 @@ class LinkState:
     #: process: a smaller value later means another process.
     last_good_poll_monotonic_s: float | None = None
     #: After a failed stop: no traffic to the pump until then, so its own watchdog stops it.
+    #: On the executor's monotonic clock (a wall-clock step neither ends nor stretches it);
+    #: like ``last_good_poll_monotonic_s`` it means nothing to another process: cleared on load.
     quiet_until_s: float | None = None
     #: The last reading the journal holds (a ``readback`` event): when, and what it showed that
     #: a later reading must differ in to be journalled before the next checkpoint.

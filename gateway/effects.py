@@ -113,6 +113,8 @@ class Silence:
 
     error: str
     outcomes: tuple[Outcome, ...] = ()
+    #: The executor's monotonic clock when the pump did not answer (s); None: no such clock.
+    monotonic_s: float | None = None
 
 
 Observation = PumpReading | Silence
