@@ -17,9 +17,14 @@ exception and ``OSError`` becomes one of the typed errors of :mod:`drivers.error
 
 A poll is one transaction: function 23 (Read/Write Multiple Registers) writes the new HEARTBEAT
 and reads the status block at once (the pump writes before it reads, so the block already echoes
-the heartbeat).  The map makes function 23 optional: a pump that answers it with exception 01
-(ILLEGAL_FUNCTION) is polled with two requests (06 then 03) for the rest of that connection, and
-that is logged once (``modbus_read_write_unsupported``).
+the heartbeat).  That one request is framed by this project (:mod:`protocol.modbus.frame`) and
+sent on the pymodbus client's connection through its ``send`` / ``recv``
+(:mod:`drivers.modbus_poll`), which costs less than pymodbus's own per-request machinery
+(``docs/performance.md``).  Its reply is checked as strictly (transaction id, unit, function,
+register count; RTU: address and CRC) and fails with the same typed errors.  Every other
+request goes through pymodbus.  The map makes function 23 optional: a pump that answers it with
+exception 01 (ILLEGAL_FUNCTION) is polled with two requests (06 then 03) for the rest of that
+connection, and that is logged once (``modbus_read_write_unsupported``).
 
 pymodbus's own retries are off (``retries=0``): :class:`~drivers.base.PumpDriver` owns retrying,
 so one attempt waits at most about ``timeout_s``.  The serial port is opened exclusively:
@@ -42,7 +47,6 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.pdu.register_message import (
     ReadHoldingRegistersResponse,
-    ReadWriteMultipleRegistersResponse,
     WriteMultipleRegistersResponse,
     WriteSingleRegisterResponse,
 )
@@ -50,17 +54,20 @@ from pymodbus.pdu.register_message import (
 from drivers.base import DriverOptions, PumpDriver
 from drivers.errors import (
     DriverConfigError,
+    DriverError,
     LinkLostError,
     PumpProtocolError,
     PumpRefusedError,
     PumpTimeoutError,
     UnsupportedPumpError,
 )
+from drivers.modbus_poll import FramedExchange
 from drivers.recording import RecordingOption, tap_for
 from drivers.status import PumpIdentity, PumpStatus
 from drivers.url import PumpUrl, WholeNumber
 from protocol.errors import DecodeError, EncodeError
 from protocol.modbus import (
+    EXCEPTION_FLAG,
     IDENTIFICATION_SPAN,
     MAP_VERSION,
     RATE_RESOLUTION_ML_PER_H,
@@ -68,6 +75,9 @@ from protocol.modbus import (
     U16_MAX,
     WATCHDOG_TIMEOUT_MAX_S,
     CommandCode,
+    ExceptionReplyError,
+    FrameDecodeError,
+    FunctionCode,
     Identification,
     MapVersionError,
     Reg,
@@ -77,7 +87,9 @@ from protocol.modbus import (
     counts_to_rate_ml_per_h,
     counts_to_volume_ml,
     decode_identification,
+    decode_read_write_reply,
     decode_status,
+    encode_read_write_request,
     join_u32,
     rate_ml_per_h_to_counts,
     register_at,
@@ -117,7 +129,7 @@ _DRAIN_POLL_S: Final = 0.005
 _VOLUME_INFUSED_RESOLUTION_ML: Final = float(Reg.VOLUME_INFUSED.scale)
 
 #: Function 23, Read/Write Multiple Registers: one poll's heartbeat write and status read.
-_READ_WRITE_MULTIPLE: Final = 23
+_READ_WRITE_MULTIPLE: Final = FunctionCode.READ_WRITE_MULTIPLE_REGISTERS
 
 #: Text pymodbus 3.16 puts in the ModbusIOException it raises when no reply came in time.
 _NO_RESPONSE_TEXT: Final = "No response received"
@@ -191,6 +203,13 @@ class ModbusDriver(PumpDriver):
         # exception 01; then two requests per poll until the next connection.
         self._read_write = True
         self._received = False  # bytes arrived during the current transaction
+        # The poll's function-23 request, framed by us on the pymodbus client's connection.
+        self._poll = FramedExchange(
+            unit=options.unit,
+            rtu=self.url.is_serial,
+            timeout_s=options.timeout_s,
+            trace=self._trace_packet,
+        )
 
     # -- link ----------------------------------------------------------------------------
 
@@ -288,11 +307,7 @@ class ModbusDriver(PumpDriver):
             raise LinkLostError(f"{self.url.redacted()}: {what}: link lost ({exc})") from None
         except ModbusIOException as exc:
             if _NO_RESPONSE_TEXT in str(exc):
-                late = " (only bytes that were not the reply arrived)" if self._received else ""
-                raise PumpTimeoutError(
-                    f"{self.url.redacted()}: {what}: no reply from unit {self._options.unit} "
-                    f"within {self._options.timeout_s:g} s{late}"
-                ) from None
+                raise self._no_reply(what) from None
             raise PumpProtocolError(f"{self.url.redacted()}: {what}: bad reply ({exc})") from None
         except ModbusException as exc:
             raise PumpProtocolError(f"{self.url.redacted()}: {what}: {exc}") from None
@@ -301,29 +316,49 @@ class ModbusDriver(PumpDriver):
         except (ValueError, TypeError, IndexError, KeyError) as exc:  # pymodbus decoding garbage
             raise PumpProtocolError(f"{self.url.redacted()}: {what}: bad reply ({exc})") from None
 
+    def _no_reply(self, what: str) -> PumpTimeoutError:
+        """The error of a request that got no (whole) reply within the timeout."""
+        late = " (only bytes that were not the reply arrived)" if self._received else ""
+        return PumpTimeoutError(
+            f"{self.url.redacted()}: {what}: no reply from unit {self._options.unit} "
+            f"within {self._options.timeout_s:g} s{late}"
+        )
+
+    def _refusal(
+        self, replied_function: int, code: int, function_code: int, register: Register, what: str
+    ) -> DriverError:
+        """The error of an exception reply (function ``replied_function``, exception ``code``)
+        to a request of ``function_code``: 02/03 are ModbusRefusedError."""
+        if replied_function != function_code:
+            return PumpProtocolError(
+                f"{self.url.redacted()}: {what}: exception reply to function "
+                f"{replied_function}, not {function_code} (a late reply?)"
+            )
+        if code in (MapException.ILLEGAL_DATA_ADDRESS, MapException.ILLEGAL_DATA_VALUE):
+            exception = MapException(code)
+            return ModbusRefusedError(
+                f"{self.url.redacted()}: {what}: the pump refused {register.name} "
+                f"(address {register.address}) with Modbus exception {code:02d} "
+                f"{exception.name}",
+                register_name=register.name,
+                exception_code=exception,
+            )
+        return PumpProtocolError(
+            f"{self.url.redacted()}: {what}: Modbus exception {code:02d} on {register.name}: "
+            "not an answer this register map gives"
+        )
+
     def _check_reply(
         self, reply: ModbusPDU, function_code: int, register: Register, what: str
     ) -> None:
         """Raise for an exception reply (02/03: ModbusRefusedError) or one for another function."""
         if isinstance(reply, ExceptionResponse):
-            if reply.function_code != function_code | 0x80:
-                raise PumpProtocolError(
-                    f"{self.url.redacted()}: {what}: exception reply to function "
-                    f"{reply.function_code & 0x7F}, not {function_code} (a late reply?)"
-                )
-            code = reply.exception_code
-            if code in (MapException.ILLEGAL_DATA_ADDRESS, MapException.ILLEGAL_DATA_VALUE):
-                exception = MapException(code)
-                raise ModbusRefusedError(
-                    f"{self.url.redacted()}: {what}: the pump refused {register.name} "
-                    f"(address {register.address}) with Modbus exception {code:02d} "
-                    f"{exception.name}",
-                    register_name=register.name,
-                    exception_code=exception,
-                )
-            raise PumpProtocolError(
-                f"{self.url.redacted()}: {what}: Modbus exception {code:02d} on {register.name}: "
-                "not an answer this register map gives"
+            raise self._refusal(
+                reply.function_code & ~EXCEPTION_FLAG,
+                reply.exception_code,
+                function_code,
+                register,
+                what,
             )
         if reply.function_code != function_code:
             raise PumpProtocolError(
@@ -340,7 +375,7 @@ class ModbusDriver(PumpDriver):
                 register.address, count=count, device_id=unit
             ),
         )
-        self._check_reply(reply, 3, register, what)
+        self._check_reply(reply, FunctionCode.READ_HOLDING_REGISTERS, register, what)
         if not isinstance(reply, ReadHoldingRegistersResponse) or len(reply.registers) != count:
             raise PumpProtocolError(
                 f"{self.url.redacted()}: {what}: expected {count} registers from address "
@@ -361,7 +396,7 @@ class ModbusDriver(PumpDriver):
             what,
             lambda client: client.write_register(register.address, value, device_id=unit),
         )
-        self._check_reply(reply, 6, register, what)
+        self._check_reply(reply, FunctionCode.WRITE_SINGLE_REGISTER, register, what)
         if (
             not isinstance(reply, WriteSingleRegisterResponse)
             or reply.address != register.address
@@ -380,7 +415,7 @@ class ModbusDriver(PumpDriver):
             what,
             lambda client: client.write_registers(register.address, words, device_id=unit),
         )
-        self._check_reply(reply, 16, register, what)
+        self._check_reply(reply, FunctionCode.WRITE_MULTIPLE_REGISTERS, register, what)
         if (
             not isinstance(reply, WriteMultipleRegistersResponse)
             or reply.address != register.address
@@ -479,7 +514,7 @@ class ModbusDriver(PumpDriver):
             uptime_s=float(Reg.UPTIME.scale * block.uptime_s),
         )
 
-    def _beat_and_read_status(self) -> list[int]:
+    def _beat_and_read_status(self) -> Sequence[int]:
         """A new HEARTBEAT, then the status block: one function-23 transaction, or two requests
         (06, 03) to a pump that refused function 23 on this connection."""
         if self._read_write:
@@ -502,46 +537,35 @@ class ModbusDriver(PumpDriver):
         """Write a new HEARTBEAT value (function 06)."""
         self._write_single(Reg.HEARTBEAT, self._next_heartbeat(), "heartbeat")
 
-    def _read_write_status(self, heartbeat: int) -> list[int] | None:
+    def _read_write_status(self, heartbeat: int) -> Sequence[int] | None:
         """Function 23: write ``heartbeat`` to HEARTBEAT, then read the status block, in one
-        transaction.  None when the pump answers exception 01 (the map lets a pump go without
-        function 23): polls take two requests from then on, until the next connection."""
+        transaction framed by us (:mod:`drivers.modbus_poll`).  None when the pump answers
+        exception 01 (the map lets a pump go without function 23): polls take two requests from
+        then on, until the next connection."""
         what = "heartbeat and read status"
-        unit = self._options.unit
         span = STATUS_SPAN
-        reply = self._transact(
-            what,
-            lambda client: client.readwrite_registers(
-                read_address=span.address,
-                read_count=span.count,
-                write_address=Reg.HEARTBEAT.address,
-                values=[heartbeat],
-                device_id=unit,
-            ),
+        request = encode_read_write_request(
+            span.address, span.count, Reg.HEARTBEAT.address, (heartbeat,)
         )
-        if (
-            isinstance(reply, ExceptionResponse)
-            and reply.function_code == _READ_WRITE_MULTIPLE | 0x80
-            and reply.exception_code == MapException.ILLEGAL_FUNCTION
-        ):
-            self._read_write = False
-            log.info(
-                "modbus_read_write_unsupported",
-                pump=self.url.redacted(),
-                unit=unit,
-                polls="two requests each (06 then 03) until the next connection",
-            )
-            return None
-        self._check_reply(reply, _READ_WRITE_MULTIPLE, Reg.HEARTBEAT, what)
-        if (
-            not isinstance(reply, ReadWriteMultipleRegistersResponse)
-            or len(reply.registers) != span.count
-        ):
-            raise PumpProtocolError(
-                f"{self.url.redacted()}: {what}: expected {span.count} registers from address "
-                f"{span.address}, got {len(reply.registers)} (a late reply?)"
-            )
-        return list(reply.registers)
+        try:
+            reply = self._transact(what, lambda client: self._poll.exchange(client, request))
+            if reply is None:
+                raise self._no_reply(what)
+            return decode_read_write_reply(reply, span.count)
+        except ExceptionReplyError as exc:
+            function, code = exc.function, exc.exception_code
+            if function == _READ_WRITE_MULTIPLE and code == MapException.ILLEGAL_FUNCTION:
+                self._read_write = False
+                log.info(
+                    "modbus_read_write_unsupported",
+                    pump=self.url.redacted(),
+                    unit=self._options.unit,
+                    polls="two requests each (06 then 03) until the next connection",
+                )
+                return None
+            raise self._refusal(function, code, _READ_WRITE_MULTIPLE, Reg.HEARTBEAT, what) from None
+        except FrameDecodeError as exc:  # garbled, cut short, or not an answer to this request
+            raise PumpProtocolError(f"{self.url.redacted()}: {what}: bad reply ({exc})") from None
 
     def _write_rate(self, rate_ml_per_h: float) -> float:
         """Write RATE_SETPOINT (both words at once), truncated to 0.01 mL/h; return it (mL/h)."""

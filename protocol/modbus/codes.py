@@ -69,7 +69,10 @@ _STATE_BY_VALUE: Final[Mapping[int, PumpState]] = MappingProxyType(
     {value: state for state, value in STATE_VALUES.items()}
 )
 _KNOWN_ALARM_MASK: Final = sum(1 << bit for bit in ALARM_BITS.values())
-_COMMAND_VALUES: Final = frozenset(int(code) for code in CommandCode)
+_COMMAND_BY_VALUE: Final[Mapping[int, CommandCode]] = MappingProxyType(
+    {int(code): code for code in CommandCode}
+)
+_NO_ALARMS: Final[frozenset[PumpAlarm]] = frozenset()
 
 
 def encode_state(state: PumpState) -> int:
@@ -105,6 +108,8 @@ def decode_alarms(bits: int) -> frozenset[PumpAlarm]:
     """
     if not isinstance(bits, int) or isinstance(bits, bool) or not 0 <= bits <= U32_MAX:
         raise UnknownAlarmBitError(f"ALARMS value {show(bits)} is not a 32-bit bit field")
+    if bits == 0:
+        return _NO_ALARMS  # the common case, on every poll
     unknown = bits & ~_KNOWN_ALARM_MASK
     if unknown:
         raise UnknownAlarmBitError(f"ALARMS 0x{bits:08X}: bits 0x{unknown:08X} name no alarm")
@@ -116,8 +121,9 @@ def decode_last_command(value: int) -> CommandCode | None:
     if isinstance(value, int) and not isinstance(value, bool):
         if value == NO_COMMAND:
             return None
-        if value in _COMMAND_VALUES:
-            return CommandCode(value)
+        command = _COMMAND_BY_VALUE.get(value)
+        if command is not None:
+            return command
     raise UnknownCommandError(f"LAST_COMMAND value {show(value)} is neither 0 nor a command code")
 
 

@@ -1,6 +1,6 @@
 """Typed errors of the Modbus pump register map.
 
-Three families, each under the project's :class:`~protocol.errors.ProtocolError` root:
+Four families, each under the project's :class:`~protocol.errors.ProtocolError` root:
 
 * :class:`RegisterDecodeError` (a :class:`~protocol.errors.DecodeError`): registers read from a pump
   that do not decode (wrong count, a word outside 0..0xFFFF, an unknown state, alarm bit or
@@ -9,13 +9,17 @@ Three families, each under the project's :class:`~protocol.errors.ProtocolError`
   register representation (negative, too large, not finite, non-ASCII text).
 * :class:`RequestRefusedError`: a read or write request the pump refuses; it carries the Modbus
   exception code the pump answers with (02 illegal data address, 03 illegal data value).
+* Frames (:mod:`protocol.modbus.frame`): :class:`FrameDecodeError` (a
+  :class:`~protocol.errors.DecodeError`; :class:`FrameCrcError` for a bad RTU CRC) for bytes that
+  are not a valid frame or reply, :class:`FrameEncodeError` for a value a frame cannot carry, and
+  :class:`ExceptionReplyError` for a well-formed exception reply of the pump.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
 
-from protocol.errors import DecodeError, EncodeError, ProtocolError
+from protocol.errors import ChecksumError, DecodeError, EncodeError, ProtocolError
 
 
 class ModbusException(IntEnum):
@@ -117,3 +121,29 @@ class IllegalDataValueError(RequestRefusedError):
     """Refused with exception 03: a value out of range, an unknown command, a bad quantity."""
 
     exception_code = ModbusException.ILLEGAL_DATA_VALUE
+
+
+class FrameDecodeError(DecodeError):
+    """Bytes that are not a valid Modbus frame, or a reply that does not answer the request
+    (another function, another register count)."""
+
+
+class FrameCrcError(FrameDecodeError, ChecksumError):
+    """An RTU frame whose CRC-16/MODBUS does not match its content."""
+
+
+class FrameEncodeError(EncodeError):
+    """A value a Modbus frame cannot carry (an address, count or word out of range)."""
+
+
+class ExceptionReplyError(ProtocolError):
+    """A well-formed Modbus exception reply: ``function`` (without the 0x80 flag) and the
+    ``exception_code`` the pump sent (:attr:`exception` names it when the map knows it)."""
+
+    def __init__(self, function: int, exception_code: int) -> None:
+        known = exception_code in ModbusException.__members__.values()
+        self.exception = ModbusException(exception_code) if known else None
+        name = f" {self.exception.name}" if self.exception is not None else ""
+        super().__init__(f"exception {exception_code:02d}{name} to function {function}")
+        self.function = function
+        self.exception_code = exception_code

@@ -6,7 +6,6 @@ Encoders and decoders never hold an offset of their own: a field's place in a bl
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -22,16 +21,17 @@ from protocol.modbus.words import (
 )
 
 
-@functools.cache
-def _offset(span: Span, register: Register, wire_type: WireType) -> int:
+def field_offset(span: Span, register: Register, wire_type: WireType) -> int:
     """Offset of ``register`` in ``span``; a mismatch is a bug in this package, not bad data.
 
-    Cached: the table is fixed, and every poll looks up a dozen fields."""
+    Not cached: hashing a Register (enums, a Decimal) costs more than these few comparisons,
+    and every poll looks up a dozen fields."""
     if register.wire_type is not wire_type:
         raise TypeError(f"{register.name} is {register.wire_type.value}, not {wire_type.value}")
-    if register.address < span.address or register.end > span.end:
+    address = register.address
+    if address < span.address or address + register.words > span.address + span.count:
         raise TypeError(f"{register.name} lies outside the span {span}")
-    return register.address - span.address
+    return address - span.address
 
 
 class BlockReader:
@@ -44,11 +44,11 @@ class BlockReader:
 
     def u16(self, register: Register) -> int:
         """The value of a one-register field."""
-        return self._words[_offset(self._span, register, WireType.U16)]
+        return self._words[field_offset(self._span, register, WireType.U16)]
 
     def u32(self, register: Register) -> int:
         """The value of a two-register field, high word first (the words were checked)."""
-        offset = _offset(self._span, register, WireType.U32)
+        offset = field_offset(self._span, register, WireType.U32)
         return (self._words[offset] << 16) | self._words[offset + 1]
 
     def scaled(self, register: Register) -> Decimal:
@@ -57,7 +57,7 @@ class BlockReader:
 
     def ascii(self, register: Register) -> str:
         """The text of an ASCII field, NUL padding removed."""
-        offset = _offset(self._span, register, WireType.ASCII)
+        offset = field_offset(self._span, register, WireType.ASCII)
         return unpack_ascii(self._words[offset : offset + register.words])
 
 
@@ -70,12 +70,12 @@ class BlockWriter:
 
     def u16(self, register: Register, value: int) -> None:
         """Put ``value`` (0..0xFFFF, else RegisterEncodeError) into a one-register field."""
-        offset = _offset(self._span, register, WireType.U16)
+        offset = field_offset(self._span, register, WireType.U16)
         self._words[offset] = check_u16(value, what=register.name)
 
     def u32(self, register: Register, value: int) -> None:
         """Put ``value`` (0..0xFFFFFFFF, else RegisterEncodeError) into a two-register field."""
-        offset = _offset(self._span, register, WireType.U32)
+        offset = field_offset(self._span, register, WireType.U32)
         try:
             self._words[offset : offset + 2] = split_u32(value)
         except RegisterEncodeError as exc:
@@ -91,7 +91,7 @@ class BlockWriter:
 
     def ascii(self, register: Register, text: str) -> None:
         """Put printable ASCII ``text`` into an ASCII field (else RegisterEncodeError)."""
-        offset = _offset(self._span, register, WireType.ASCII)
+        offset = field_offset(self._span, register, WireType.ASCII)
         try:
             self._words[offset : offset + register.words] = pack_ascii(text, register.words)
         except RegisterEncodeError as exc:

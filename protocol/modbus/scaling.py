@@ -91,8 +91,7 @@ def from_counts(counts: int, resolution: Decimal) -> Decimal:
     """
     if not isinstance(counts, int) or isinstance(counts, bool) or counts < 0:
         raise RegisterDecodeError(f"{show(counts)} is not a register count")
-    with localcontext(_EXACT):
-        return Decimal(counts) * resolution
+    return _EXACT.multiply(Decimal(counts), resolution)  # the context passed, not entered: faster
 
 
 def rate_ml_per_h_to_counts(rate_ml_per_h: Number) -> int:

@@ -19,8 +19,10 @@ from protocol.modbus.codes import (
     encode_last_command,
     encode_state,
 )
-from protocol.modbus.layout import BlockReader, BlockWriter
-from protocol.modbus.registers import STATUS_SPAN, Reg
+from protocol.modbus.layout import BlockWriter, field_offset
+from protocol.modbus.registers import STATUS_SPAN, Reg, Register, WireType
+from protocol.modbus.scaling import from_counts
+from protocol.modbus.words import check_words
 from protocol.pump_state import PumpAlarm, PumpState
 
 
@@ -56,6 +58,35 @@ class StatusBlock:
     """Count of accepted commands, modulo 65536 (the host watches it advance)."""
 
 
+def _u16(register: Register) -> int:
+    return field_offset(STATUS_SPAN, register, WireType.U16)
+
+
+def _u32(register: Register) -> int:
+    return field_offset(STATUS_SPAN, register, WireType.U32)
+
+
+# Where each field lies in the block, from the table, computed once: every poll decodes a block,
+# and looking each field up again per poll cost more than the rest of decoding.
+_STATE = _u16(Reg.STATE)
+_ALARMS = _u32(Reg.ALARMS)
+_SCALED = tuple(
+    (_u32(register), register.scale)
+    for register in (
+        Reg.RATE_SETPOINT_ECHO,
+        Reg.MEASURED_RATE,
+        Reg.VTBI_ECHO,
+        Reg.VTBI_REMAINING,
+        Reg.VOLUME_INFUSED,
+    )
+)
+_WATCHDOG_TIMEOUT = _u16(Reg.WATCHDOG_TIMEOUT_ECHO)
+_UPTIME = _u32(Reg.UPTIME)
+_HEARTBEAT = _u16(Reg.HEARTBEAT_ECHO)
+_LAST_COMMAND = _u16(Reg.LAST_COMMAND)
+_COMMAND_COUNTER = _u16(Reg.COMMAND_COUNTER)
+
+
 def decode_status(registers: Sequence[int]) -> StatusBlock:
     """Decode the registers of one status read (``STATUS_SPAN``) into a :class:`StatusBlock`.
 
@@ -63,20 +94,23 @@ def decode_status(registers: Sequence[int]) -> StatusBlock:
     :class:`~protocol.errors.DecodeError`) for a wrong register count, a word outside
     0..0xFFFF, an unknown state, an unknown alarm bit or an unknown last-command code.
     """
-    reader = BlockReader(registers, STATUS_SPAN, what="status block")
+    words = check_words(registers, STATUS_SPAN.count, what="status block")
+    rate, measured, vtbi, remaining, volume = (
+        from_counts((words[offset] << 16) | words[offset + 1], scale) for offset, scale in _SCALED
+    )
     return StatusBlock(
-        state=decode_state(reader.u16(Reg.STATE)),
-        alarms=decode_alarms(reader.u32(Reg.ALARMS)),
-        rate_setpoint_ml_per_h=reader.scaled(Reg.RATE_SETPOINT_ECHO),
-        measured_rate_ml_per_h=reader.scaled(Reg.MEASURED_RATE),
-        vtbi_ml=reader.scaled(Reg.VTBI_ECHO),
-        vtbi_remaining_ml=reader.scaled(Reg.VTBI_REMAINING),
-        volume_infused_ml=reader.scaled(Reg.VOLUME_INFUSED),
-        watchdog_timeout_s=reader.u16(Reg.WATCHDOG_TIMEOUT_ECHO),
-        uptime_s=reader.u32(Reg.UPTIME),
-        heartbeat_echo=reader.u16(Reg.HEARTBEAT_ECHO),
-        last_command=decode_last_command(reader.u16(Reg.LAST_COMMAND)),
-        command_counter=reader.u16(Reg.COMMAND_COUNTER),
+        state=decode_state(words[_STATE]),
+        alarms=decode_alarms((words[_ALARMS] << 16) | words[_ALARMS + 1]),
+        rate_setpoint_ml_per_h=rate,
+        measured_rate_ml_per_h=measured,
+        vtbi_ml=vtbi,
+        vtbi_remaining_ml=remaining,
+        volume_infused_ml=volume,
+        watchdog_timeout_s=words[_WATCHDOG_TIMEOUT],
+        uptime_s=(words[_UPTIME] << 16) | words[_UPTIME + 1],
+        heartbeat_echo=words[_HEARTBEAT],
+        last_command=decode_last_command(words[_LAST_COMMAND]),
+        command_counter=words[_COMMAND_COUNTER],
     )
 
 

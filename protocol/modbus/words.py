@@ -23,6 +23,9 @@ U16_MAX: Final = 0xFFFF
 #: Largest value of a 32-bit register pair.
 U32_MAX: Final = 0xFFFF_FFFF
 
+#: The only type a register value may have (``bool`` is refused: it is never a register value).
+_INT_ONLY: Final = frozenset({int})
+
 #: Lowest and highest byte allowed in ASCII text registers (printable ASCII; NUL only as padding).
 _ASCII_FIRST: Final = 0x20
 _ASCII_LAST: Final = 0x7E
@@ -46,8 +49,10 @@ def check_words(registers: Sequence[int], count: int, *, what: str) -> tuple[int
     if length != count:
         raise RegisterCountError(f"{what}: expected {count} registers, got {length}")
     words = tuple(registers)
-    if all(type(word) is int and 0 <= word <= U16_MAX for word in words):
-        return words  # the common case, checked in one pass (every poll decodes a block)
+    if not words or (
+        set(map(type, words)) == _INT_ONLY and min(words) >= 0 and max(words) <= U16_MAX
+    ):
+        return words  # the common case, checked by C loops (every poll decodes a block)
     for offset, word in enumerate(words):
         if not _is_int(word) or not 0 <= word <= U16_MAX:
             raise WordRangeError(

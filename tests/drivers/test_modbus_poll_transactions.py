@@ -1,31 +1,46 @@
 """ModbusDriver polls in one transaction (function 23), and in two on a pump without it.
 
-The requests the driver sends are seen where pymodbus's sync clients send them (``execute``),
-over TCP and RTU on a pty, against the software pump with and without function 23 (``clock`` and
-``model``: tests/drivers/conftest.py).
+The requests the driver sends are seen where they leave it: pymodbus's sync clients (``execute``)
+and the poll's own framed request (``FramedExchange.exchange``), over TCP and RTU on a pty,
+against the software pump with and without function 23 (``clock`` and ``model``:
+tests/drivers/conftest.py); one test reads them off the wire (a recording).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
 from pymodbus.client.base import ModbusBaseSyncClient
-from pytest_mock import MockerFixture, MockType
+from pymodbus.pdu import ModbusPDU
 
 from drivers import make_pump
 from drivers.errors import LinkLostError
 from drivers.modbus import ModbusDriver
+from drivers.modbus_poll import FIRST_TRANSACTION_ID, FramedExchange
 from protocol.clock import ManualClock
+from protocol.modbus import (
+    MBAP_HEADER_BYTES,
+    STATUS_SPAN,
+    FunctionCode,
+    Reg,
+    decode_read_write_reply,
+    decode_tcp_frame,
+    encode_read_write_request,
+)
 from protocol.pump_state import PumpAlarm, PumpState
+from protocol.recording import decode_recording
 from simulator.modbus_server import ModbusSimulatorServer
 from simulator.model import PumpModel
 
 pytestmark = pytest.mark.timeout(30)
 
 TIMEOUT_S = 0.3
-READ, WRITE_SINGLE, READ_WRITE = 3, 6, 23
+READ = FunctionCode.READ_HOLDING_REGISTERS
+WRITE_SINGLE = FunctionCode.WRITE_SINGLE_REGISTER
+READ_WRITE = FunctionCode.READ_WRITE_MULTIPLE_REGISTERS
 
 
 @pytest.fixture(params=["tcp", "rtu"])
@@ -34,15 +49,31 @@ def listen(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def sent(mocker: MockerFixture) -> MockType:
-    """Every request any pymodbus sync client sends from now on."""
-    return mocker.spy(ModbusBaseSyncClient, "execute")
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The function code of every request any Modbus driver sends from now on, in order."""
+    codes: list[int] = []
+    execute = ModbusBaseSyncClient.execute
+    exchange = FramedExchange.exchange
+
+    def pymodbus_request(
+        client: ModbusBaseSyncClient, no_response_expected: bool, request: ModbusPDU
+    ) -> ModbusPDU:
+        codes.append(int(request.function_code))
+        return execute(client, no_response_expected, request)
+
+    def framed_request(poll: FramedExchange, client: object, pdu: bytes) -> bytes | None:
+        codes.append(pdu[0])
+        return exchange(poll, client, pdu)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ModbusBaseSyncClient, "execute", pymodbus_request)
+    monkeypatch.setattr(FramedExchange, "exchange", framed_request)
+    return codes
 
 
-def function_codes(sent: MockType) -> list[int]:
+def function_codes(sent: list[int]) -> list[int]:
     """The function codes of the requests sent since the last call, in order."""
-    codes = [int(call.args[2].function_code) for call in sent.call_args_list]
-    sent.reset_mock()
+    codes = list(sent)
+    sent.clear()
     return codes
 
 
@@ -71,7 +102,7 @@ def old_pump_driver(model: PumpModel, listen: str) -> Iterator[ModbusDriver]:
 
 
 def test_a_poll_is_one_transaction(
-    driver: ModbusDriver, sent: MockType, clock: ManualClock, model: PumpModel
+    driver: ModbusDriver, sent: list[int], clock: ManualClock, model: PumpModel
 ) -> None:
     driver.read_status()
     # The first poll of a connection reads the heartbeat the pump holds, to write another.
@@ -101,7 +132,7 @@ def test_the_status_read_in_the_same_transaction_is_the_pumps(
 
 
 def test_a_pump_without_function_23_is_polled_with_two_requests_logged_once(
-    old_pump_driver: ModbusDriver, sent: MockType, clock: ManualClock, model: PumpModel
+    old_pump_driver: ModbusDriver, sent: list[int], clock: ManualClock, model: PumpModel
 ) -> None:
     with structlog.testing.capture_logs() as logs:
         old_pump_driver.read_status()
@@ -121,7 +152,7 @@ def test_a_pump_without_function_23_is_polled_with_two_requests_logged_once(
 
 
 def test_function_23_is_offered_again_on_the_next_connection(
-    model: PumpModel, sent: MockType
+    model: PumpModel, sent: list[int]
 ) -> None:
     """The refusal is remembered per connection: the pump on the other end may be replaced."""
     old_pump = ModbusSimulatorServer(model, read_write=False)
@@ -142,3 +173,31 @@ def test_function_23_is_offered_again_on_the_next_connection(
     finally:
         old_pump.close()
         driver.close()
+
+
+def test_the_polls_own_request_on_the_wire(model: PumpModel, tmp_path: Path) -> None:
+    """A recording shows the function-23 request as framed by protocol.modbus.frame, answered
+    under its own transaction id with the status block."""
+    path = tmp_path / "poll.jsonl"
+    with ModbusSimulatorServer(model, listen="tcp://127.0.0.1:0") as server:
+        driver = make_pump(f"{server.pump_url}&record={path}", timeout_s=TIMEOUT_S)
+        try:
+            driver.open()
+            assert driver.read_status().state is PumpState.STOPPED
+        finally:
+            driver.close()
+    records = decode_recording(path.read_text()).records
+    sent_frames = [decode_tcp_frame(r.data) for r in records if r.dir == "tx"]
+    received = b"".join(r.data for r in records if r.dir == "rx")
+    poll = sent_frames[-1]
+    heartbeat = int.from_bytes(poll.pdu[-2:], "big")
+    assert poll.pdu == encode_read_write_request(
+        STATUS_SPAN.address, STATUS_SPAN.count, Reg.HEARTBEAT.address, (heartbeat,)
+    )
+    assert poll.transaction_id == FIRST_TRANSACTION_ID
+    assert poll.unit == 1
+    reply = decode_tcp_frame(received[-(MBAP_HEADER_BYTES + 2 + 2 * STATUS_SPAN.count) :])
+    assert reply.transaction_id == poll.transaction_id
+    registers = decode_read_write_reply(reply.pdu, STATUS_SPAN.count)
+    echo = Reg.HEARTBEAT_ECHO.address - STATUS_SPAN.address
+    assert registers[echo] == heartbeat  # written, then read in the same transaction
