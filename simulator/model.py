@@ -253,6 +253,7 @@ class PumpModel:
         self._insertion = itertools.count()
 
         self._events: deque[ModelEvent] = deque(maxlen=EVENT_LOG_LENGTH)
+        self._last_snapshot: tuple[tuple[object, ...], PumpSnapshot] | None = None
         self._event_seq = 0
         self._reported_state = self._state()
         self._line = LineFaults(self._lock, self._rng, self._advance)
@@ -305,42 +306,87 @@ class PumpModel:
     # ------------------------------------------------------------------ reading
 
     def snapshot(self) -> PumpSnapshot:
-        """The pump's state now."""
+        """The pump's state now.
+
+        A transport reads it several times per command; the last one is returned again while
+        nothing it is built from has changed (:meth:`_snapshot_inputs`)."""
         with self._lock:
             self._advance()
-            delivered = self._delivered(self._t)
-            infusing = self._running is PumpState.INFUSING
-            volume = self._volume + delivered
-            uptime = self._t - self._started
-            return PumpSnapshot(
-                state=self._state(),
-                rate_setpoint_ml_per_h=self._rate,
-                measured_rate_ml_per_h=self._rate if infusing else 0.0,
-                volume_infused_ml=volume,
-                lifetime_volume_infused_ml=self._lifetime + delivered,
-                vtbi_ml=self._vtbi,
-                vtbi_remaining_ml=(
-                    max(0.0, self._vtbi_remaining - delivered) if self._vtbi > 0 else 0.0
-                ),
-                reservoir_remaining_ml=max(0.0, self._reservoir - delivered),
-                alarms=frozenset(self._latched),
-                max_rate_ml_per_h=self._max_rate,
-                watchdog_timeout_s=self._watchdog_in_force(),
-                monotonic_s=self._t,
-                watchdog_requested_s=self._watchdog_timeout,
-                uptime_s=uptime,
-                reported_rate_setpoint_ml_per_h=self._reported_rate(),
-                reported_volume_infused_ml=self._reported_volume(volume),
-                reported_uptime_s=(
-                    self._frozen_uptime if FaultKind.UPTIME_FROZEN in self._lies else uptime
-                ),
-            )
+            inputs = self._snapshot_inputs()
+            kept = self._last_snapshot
+            if kept is not None and kept[0] == inputs:
+                return kept[1]
+            snapshot = self._build_snapshot()
+            self._last_snapshot = (inputs, snapshot)
+            return snapshot
+
+    def lifetime_volume_infused_ml(self) -> float:
+        """The ground truth :attr:`PumpSnapshot.lifetime_volume_infused_ml` now."""
+        with self._lock:
+            self._advance()
+            return self._lifetime + self._delivered(self._t)
+
+    def _snapshot_inputs(self) -> tuple[object, ...]:
+        """Everything :meth:`_build_snapshot` reads (lock held)."""
+        return (
+            self._t,
+            self._running,
+            self._rate,
+            self._segment_start,
+            self._volume,
+            self._lifetime,
+            self._vtbi,
+            self._vtbi_remaining,
+            self._reservoir,
+            frozenset(self._latched),
+            self._max_rate,
+            self._watchdog_timeout,
+            self._started,
+            tuple(self._lies.items()),
+            self._frozen_volume,
+            self._frozen_uptime,
+        )
+
+    def _build_snapshot(self) -> PumpSnapshot:
+        """The snapshot of the pump now (lock held, advanced)."""
+        delivered = self._delivered(self._t)
+        infusing = self._running is PumpState.INFUSING
+        volume = self._volume + delivered
+        uptime = self._t - self._started
+        return PumpSnapshot(
+            state=self._state(),
+            rate_setpoint_ml_per_h=self._rate,
+            measured_rate_ml_per_h=self._rate if infusing else 0.0,
+            volume_infused_ml=volume,
+            lifetime_volume_infused_ml=self._lifetime + delivered,
+            vtbi_ml=self._vtbi,
+            vtbi_remaining_ml=(
+                max(0.0, self._vtbi_remaining - delivered) if self._vtbi > 0 else 0.0
+            ),
+            reservoir_remaining_ml=max(0.0, self._reservoir - delivered),
+            alarms=frozenset(self._latched),
+            max_rate_ml_per_h=self._max_rate,
+            watchdog_timeout_s=self._watchdog_in_force(),
+            monotonic_s=self._t,
+            watchdog_requested_s=self._watchdog_timeout,
+            uptime_s=uptime,
+            reported_rate_setpoint_ml_per_h=self._reported_rate(),
+            reported_volume_infused_ml=self._reported_volume(volume),
+            reported_uptime_s=(
+                self._frozen_uptime if FaultKind.UPTIME_FROZEN in self._lies else uptime
+            ),
+        )
 
     def events(self, since_seq: int = 0) -> tuple[ModelEvent, ...]:
         """Logged events with ``seq > since_seq``, oldest first (log: :data:`EVENT_LOG_LENGTH`)."""
         with self._lock:
             self._advance()
-            return tuple(event for event in self._events if event.seq > since_seq)
+            newer = []
+            for event in reversed(self._events):  # newest first: stop at the first one seen
+                if event.seq <= since_seq:
+                    break
+                newer.append(event)
+            return tuple(reversed(newer))
 
     # ------------------------------------------------------------------ commands
 
@@ -735,16 +781,17 @@ class PumpModel:
 
     def _next_event(self) -> tuple[float, int] | None:
         """(time, priority) of the next due event."""
-        candidates: list[tuple[float, int]] = []
+        # The earliest; at the same time the first in priority order (checked in that order).
+        upcoming: tuple[float, int] | None = None
         end = self._delivery_end()
         if end is not None:
-            candidates.append((end[0], _PRIORITY_DELIVERY_END))
+            upcoming = (end[0], _PRIORITY_DELIVERY_END)
         deadline = self._watchdog_deadline()
-        if deadline is not None:
-            candidates.append((deadline, _PRIORITY_WATCHDOG))
-        if self._pending:
-            candidates.append((self._pending[0][0], _PRIORITY_SCRIPT))
-        return min(candidates) if candidates else None
+        if deadline is not None and (upcoming is None or deadline < upcoming[0]):
+            upcoming = (deadline, _PRIORITY_WATCHDOG)
+        if self._pending and (upcoming is None or self._pending[0][0] < upcoming[0]):
+            upcoming = (self._pending[0][0], _PRIORITY_SCRIPT)
+        return upcoming
 
     def _advance(self) -> None:
         if self._advancing:
