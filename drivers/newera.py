@@ -47,6 +47,8 @@ so ``max_rate_ml_per_h`` is None and a rate above it is refused by the pump (``?
 from __future__ import annotations
 
 import contextlib
+import os
+import select
 import time
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -135,6 +137,8 @@ _TIMEOUT_SLACK_S: Final = 0.02
 _RESYNC_QUIET_S: Final = 0.1
 #: Most reads one drain of the input makes (the socket handler reads a byte at a time).
 _DRAIN_MAX_READS: Final = 1024
+#: Most bytes one read of a local serial port takes (a reply is a few dozen).
+_READ_SIZE: Final = 4096
 
 _STATE_FOR: Final = MappingProxyType(
     {
@@ -196,6 +200,10 @@ class NeweraDriver(PumpDriver):
     def __init__(self, url: PumpUrl | str, **overrides: object) -> None:
         super().__init__(url, **overrides)
         self._port: Any = None
+        #: A local serial port's file descriptor, read and written directly (see _read_chunk);
+        #: None over TCP or with a wire recording.
+        self._fd: int | None = None
+        self._packets: dict[tuple[Mnemonic, str], tuple[Command, bytes]] = {}
         self._diameter_mm: Decimal | None = None
         self._vtbi: _VtbiTrack | None = None
         self._tap = tap_for(self.url, self._opts.record)  # ?record=FILE: the wire, to a file
@@ -236,9 +244,11 @@ class NeweraDriver(PumpDriver):
             raise LinkLostError(f"{url.redacted()}: cannot open: {exc}{hint}") from exc
         if self._tap is not None:
             self._port = self._tap.attach(self._port)
+        elif isinstance(self._port, serial.Serial):  # pyserial's POSIX port: a plain fd
+            self._fd = self._port.fileno()
 
     def _disconnect(self) -> None:
-        port, self._port = self._port, None
+        port, self._port, self._fd = self._port, None, None
         if port is None:
             return
         # pyserial 3.5's socket:// close() skips closing its socket when shutdown() fails (the
@@ -297,6 +307,13 @@ class NeweraDriver(PumpDriver):
     def _write(self, data: bytes) -> None:
         port = self._require_port()
         try:
+            if self._fd is not None:
+                # One system call for a command (pyserial's write adds a select after it); the
+                # rest, if the output buffer was full, as pyserial writes it (it waits).
+                with contextlib.suppress(BlockingIOError):
+                    data = data[os.write(self._fd, data) :]
+                if not data:
+                    return
             port.write(data)
         except (serial.SerialException, OSError) as exc:
             raise self._link_lost("link lost while writing", exc) from exc
@@ -309,7 +326,11 @@ class NeweraDriver(PumpDriver):
             raise self._link_lost("link lost while configuring", exc) from exc
 
     def _read_chunk(self, remaining_s: float) -> bytes:
-        """What arrives within ``remaining_s`` (real s): at least one byte, or none."""
+        """What arrives within ``remaining_s`` (real s): at least one byte, or none.
+
+        Returns as soon as bytes are there, with all that are: no fixed wait."""
+        if self._fd is not None:
+            return self._read_fd(self._fd, remaining_s)
         port = self._require_port()
         if remaining_s < float(port.timeout) - _TIMEOUT_SLACK_S:
             # The tail of a request: keep to its deadline.  (Not for the first read, whose
@@ -325,19 +346,49 @@ class NeweraDriver(PumpDriver):
         except (serial.SerialException, OSError) as exc:
             raise self._link_lost("link lost while reading", exc) from exc
 
+    def _read_fd(self, fd: int, remaining_s: float) -> bytes:
+        """:meth:`_read_chunk` on a local serial port: one wait and one read of all that came
+        (pyserial's ``read(1)``, ``in_waiting``, ``read(n)`` make five system calls)."""
+        try:
+            ready, _, _ = select.select([fd], [], [], max(remaining_s, 0.0))
+            if not ready:
+                return b""
+            data = os.read(fd, _READ_SIZE)
+        except BlockingIOError:
+            return b""  # woken, but another reader took the bytes: as if none came
+        except OSError as exc:
+            raise self._link_lost("link lost while reading", exc) from exc
+        if not data:  # readable with nothing to read: the device went away (as pyserial says)
+            raise self._link_lost(
+                "link lost while reading", OSError("device reports readiness but returned no data")
+            )
+        return data
+
     # -- one request ---------------------------------------------------------------------
 
     def _latch_alarm(self, reply: Reply) -> None:
         if reply.alarm is not None and reply.address == self._opts.address:
             self._latch({reply.alarm.pump_alarm})
 
-    def _exchange(self, command: Command) -> Reply:
-        """Send ``command`` (safe framing) and read this pump's reply to it."""
+    def _packet(self, mnemonic: Mnemonic, argument: str) -> tuple[Command, bytes]:
+        """The command and its safe-mode packet; those without an argument (the queries a poll
+        sends every cycle) are built once."""
+        key = (mnemonic, argument)
+        kept = self._packets.get(key)
+        if kept is None:
+            command = Command(mnemonic, argument, self._opts.address)
+            kept = (command, encode_command(command, Framing.SAFE))
+            if not argument:
+                self._packets[key] = kept
+        return kept
+
+    def _exchange(self, command: Command, packet: bytes) -> Reply:
+        """Send ``command`` (its safe-mode ``packet``) and read this pump's reply to it."""
         options = self._opts
         self._drain()
         if self._require_port().timeout != options.timeout_s:
             self._set_read_timeout(options.timeout_s)
-        self._write(encode_command(command, Framing.SAFE))
+        self._write(packet)
         deadline = time.monotonic() + options.timeout_s
         decoder = ReplyStreamDecoder()
         received = framed = 0
@@ -385,10 +436,12 @@ class NeweraDriver(PumpDriver):
         :raises PumpProtocolError: ``?COM``, undecodable bytes, or alarms without end.
         :raises PumpAlarmError: an alarm reply and ``resend_on_alarm`` is False.
         """
-        command = Command(mnemonic, argument, self._opts.address)
-        where = f"{self.url.redacted()}: {command.text!r}"
+        command, packet = self._packet(mnemonic, argument)
         for _ in range(_MAX_ALARM_REPLIES):
-            reply = self._exchange(command)
+            reply = self._exchange(command, packet)
+            if reply.alarm is None and reply.error is None:
+                return reply
+            where = f"{self.url.redacted()}: {command.text!r}"  # named only when it failed
             if reply.alarm is None:
                 if reply.error is NeErrorCode.BAD_PACKET:
                     raise PumpProtocolError(f"{where}: the pump received a bad packet (?COM)")
@@ -404,6 +457,7 @@ class NeweraDriver(PumpDriver):
                     f"{where}: the pump answered alarm {reply.alarm.value} "
                     f"({reply.alarm.pump_alarm.value}); not re-sent: clear alarms first"
                 )
+        where = f"{self.url.redacted()}: {command.text!r}"
         raise PumpProtocolError(f"{where}: answered with an alarm {_MAX_ALARM_REPLIES} times")
 
     def _query(self, mnemonic: Mnemonic) -> str:
@@ -455,7 +509,8 @@ class NeweraDriver(PumpDriver):
             latched = set(self._latched_alarms)
         if state is PumpState.STOPPED and latched & STOPPING_ALARMS:
             state = PumpState.ALARM
-        remaining_ml, complete = self._vtbi_progress(dispensed)
+        step_ml = _display_resolution_ml(dispensed)
+        remaining_ml, complete = self._vtbi_progress(dispensed, step_ml)
         alarms: set[PumpAlarm] = set()
         if complete and state in (PumpState.STOPPED, PumpState.ALARM):
             remaining_ml = Decimal(0)
@@ -466,23 +521,26 @@ class NeweraDriver(PumpDriver):
             rate_ml_per_h=rate_ml_per_h,
             volume_infused_ml=float(dispensed.infused_ml),
             # The step of this reading, not a fixed one: the display drops a decimal per decade.
-            volume_resolution_ml=float(_display_resolution_ml(dispensed)),
+            volume_resolution_ml=float(step_ml),
             vtbi_remaining_ml=None if remaining_ml is None else float(remaining_ml),
             alarms=frozenset(alarms),
         )
 
-    def _vtbi_progress(self, dispensed: Dispensed) -> tuple[Decimal | None, bool]:
+    def _vtbi_progress(
+        self, dispensed: Dispensed, step_ml: Decimal | None = None
+    ) -> tuple[Decimal | None, bool]:
         """(VTBI remaining in mL or None if unknown, whether it may all have been delivered).
 
         ``DIS`` readings are truncated: the delivered volume shown is between the truth minus
         one step of the current reading and the truth plus one step of the baseline reading.
         So a delivered VTBI always shows less than one current step remaining (that is the
         test); a pump stopped short of it by less than the two steps cannot be told apart.
+        ``step_ml``: the reading's step, if the caller has it already.
         """
         track = self._vtbi
         if track is None:
             return None, False
-        step = _display_resolution_ml(dispensed)
+        step = _display_resolution_ml(dispensed) if step_ml is None else step_ml
         delivered = dispensed.infused_ml - track.baseline_ml
         if delivered < -(step + track.baseline_resolution_ml):
             return None, False  # the totals were cleared behind this driver's back
