@@ -40,7 +40,7 @@ from gateway.course_state import (
     AlarmCode,
     ChannelState,
     CourseState,
-    dump_state,
+    StateText,
     load_state,
 )
 from gateway.dosing import Arm
@@ -67,7 +67,7 @@ from gateway.intake import order_differences, order_input, titer_input, weight_i
 from gateway.journal import DayRecord, Journal, JournalError
 from gateway.planner import SECONDS_PER_HOUR
 from gateway.rules import MAX_ROUNDS_PER_CYCLE, VOLUME_EPSILON_ML, CourseRules
-from gateway.status_view import channel_view
+from gateway.status_view import PastDays, channel_gauges, channel_view
 from protocol.clock import Clock
 from protocol.pump_state import PumpState
 
@@ -186,6 +186,8 @@ class Channel:
         self._last_status: PumpStatus | None = None
         self._published = _Published(CourseState(), None, clock.wall(), None)
         self._snapshot: tuple[_Published, dict[str, Any]] | None = None
+        self._past_days = PastDays()
+        self._state_text = StateText()
         stored = journal.channel_state(self.id)
         #: The state as the journal last stored it (the day rows are written as changes to it).
         self._journalled: CourseState | None = None
@@ -526,7 +528,7 @@ class Channel:
         self.journal.commit(
             self.id,
             events,
-            state=dump_state(decision.state),
+            state=self._state_text.encode(decision.state),
             days=_day_records(None if first else self._journalled, decision.state),
             wall_s=self.clock.wall(),
             monotonic_s=self.clock.monotonic(),
@@ -564,6 +566,13 @@ class Channel:
             self._snapshot = cached
         return dict(cached[1])
 
+    def gauges(self) -> dict[str, Any]:
+        """What the metrics read of :meth:`snapshot` (its keys and values; ``days``: today's
+        only), without building the whole status every cycle."""
+        published = self._published
+        gauges = channel_gauges(channel_id=self.id, state=published.course, now_s=published.wall_s)
+        return self._unless_journal_failed(gauges, published)
+
     def _view_of(self, published: _Published) -> dict[str, Any]:
         view = channel_view(
             channel_id=self.id,
@@ -571,7 +580,12 @@ class Channel:
             state=published.course,
             status=published.status,
             now_s=published.wall_s,
-        ).to_json()
+            past_days=self._past_days,
+        ).to_json(self._past_days)
+        return self._unless_journal_failed(view, published)
+
+    @staticmethod
+    def _unless_journal_failed(view: dict[str, Any], published: _Published) -> dict[str, Any]:
         if published.journal_failed is not None:
             # Nothing after the failure was recorded: do not claim a state we cannot know.
             view["state"] = "unknown"

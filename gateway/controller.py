@@ -52,6 +52,7 @@ from gateway.course_state import (
     ReadbackKey,
     TiterRecord,
     TransitionError,
+    evolve,
 )
 from gateway.display import floor_display
 from gateway.dosing import Arm, DailyDose, course_days_max, flat_daily_dose, titer_daily_dose
@@ -243,10 +244,10 @@ class _Decider:
         self.emit("alarm", code=alarm.code, detail=detail, stop=True)
 
     def put_link(self, **changes: Any) -> None:
-        self.s = replace(self.s, link=replace(self.s.link, **changes))
+        self.s = evolve(self.s, link=evolve(self.s.link, **changes))
 
     def put_today(self, day: CourseDay) -> None:
-        self.s = replace(self.s, days=(*self.s.days[:-1], day))
+        self.s = evolve(self.s, days=(*self.s.days[:-1], day))
 
     def raise_alarm(
         self, code: str, detail: str, *, stop: bool = True, send_stop: bool = True
@@ -810,7 +811,7 @@ class _Decider:
             return
         delivered = today.delivered_ml + max(delta, 0.0)
         estimated = today.estimated_ml + estimate_ml
-        today = replace(
+        today = evolve(
             today,
             delivered_ml=delivered,
             delivered_max_ml=delivered + step_ml,

@@ -103,7 +103,8 @@ def _run(options: DemoOptions, state_dir: Path, progress: Progress | None) -> di
             },
             source="demo",
         )
-        gateway = Gateway(config, clock=clock)
+        # Nothing else runs on the demo's loop: its one channel is stepped there directly.
+        gateway = Gateway(config, clock=clock, step_in_loop=True)
         started = time.monotonic()
         driver = _DemoWorld(gateway, model, options, progress)
         asyncio.run(
@@ -156,7 +157,7 @@ class _DemoWorld:
 
     def after_tick(self) -> None:
         now = self.gateway.clock.wall()
-        volume = self.model.snapshot().lifetime_volume_infused_ml
+        volume = self.model.lifetime_volume_infused_ml()
         if self.patient is not None:
             self.patient.advance(
                 (now - self.last_wall) / SECONDS_PER_HOUR, volume - self.last_volume_ml

@@ -213,6 +213,10 @@ class Journal:
         self.transactions = 0
         self.syncs = 0
         self._last_sync_s = time.monotonic()
+        #: The connection's ``synchronous`` setting: True for FULL (as opened), False for
+        #: NORMAL, None when unknown (a PRAGMA failed).  Each transaction sets the one it needs
+        #: only when it differs, so checkpoint after checkpoint runs no PRAGMA at all.
+        self._synchronous_full: bool | None = True
         self._db: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         try:
@@ -345,13 +349,14 @@ class Journal:
         channel: str,
         events: Sequence[tuple[str, Mapping[str, Any]]],
         *,
-        state: Mapping[str, Any],
+        state: Mapping[str, Any] | str,
         days: Sequence[DayRecord],
         wall_s: float,
         monotonic_s: float,
         durable: bool = True,
     ) -> None:
-        """One decision: its events, the channel's new state and changed days, in one
+        """One decision: its events, the channel's new state (JSON-ready data, or its JSON text
+        with sorted keys: :class:`gateway.course_state.StateText`) and changed days, in one
         transaction.  Either all of it is kept or none of it; it is durable when this returns
         (the transaction may hold other channels' decisions too: group commit).
 
@@ -365,7 +370,8 @@ class Journal:
             (channel, wall_s, monotonic_s, kind, json.dumps(dict(p), sort_keys=True))
             for kind, p in events
         ]
-        state_row = (channel, json.dumps(dict(state), sort_keys=True), wall_s)
+        state_text = state if isinstance(state, str) else json.dumps(dict(state), sort_keys=True)
+        state_row = (channel, state_text, wall_s)
         day_rows = [_day_row(channel, day) for day in days]
 
         def apply(db: sqlite3.Connection) -> None:
@@ -721,10 +727,12 @@ class _Transaction:
         try:
             db = journal._connection
             self._sync = self._durable or time.monotonic() - journal._last_sync_s >= MAX_UNSYNCED_S
-            if not self._sync:
+            if journal._synchronous_full is not self._sync:
                 # WAL with synchronous=NORMAL: committed without an fsync; the next
                 # synchronous=FULL commit fsyncs the WAL, these frames with it.
-                db.execute("PRAGMA synchronous=NORMAL")
+                journal._synchronous_full = None
+                db.execute("PRAGMA synchronous=" + ("FULL" if self._sync else "NORMAL"))
+                journal._synchronous_full = self._sync
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             journal._lock.release()
@@ -755,12 +763,7 @@ class _Transaction:
             if isinstance(exc, sqlite3.Error):
                 raise _as_journal_error(journal.path, "cannot write", exc) from exc
         finally:
-            try:
-                if not self._sync:
-                    with contextlib.suppress(sqlite3.Error, JournalError):
-                        journal._connection.execute("PRAGMA synchronous=FULL")
-            finally:
-                journal._lock.release()
+            journal._lock.release()
 
 
 _T = TypeVar("_T")

@@ -75,6 +75,10 @@ class GatewayMetrics:
         self._series: dict[str, _ChannelSeries] = {}
         #: Alarm series once set stay exported (at 0 when cleared), so a rule sees them end.
         self._alarms_seen: dict[str, set[tuple[str, str]]] = {}
+        #: Per channel, the state and the active alarms the series show (they are set again
+        #: only when that changes: a cycle that changes neither sets none of their series).
+        self._state_shown: dict[str, str] = {}
+        self._alarms_shown: dict[str, set[tuple[str, str]]] = {}
         self._channels: set[str] = set()
         r = self.registry
         self.state = Gauge(
@@ -238,8 +242,10 @@ class GatewayMetrics:
             channel = snap["id"]
             series = self._series.get(channel) or self._add_series(channel)
             current = snap["state"]
-            for state, child in series.states:
-                child.set(1.0 if current == state else 0.0)
+            if self._state_shown.get(channel) != current:
+                for state, child in series.states:
+                    child.set(1.0 if current == state else 0.0)
+                self._state_shown[channel] = current
             series.rate.set(snap["commanded_rate_ml_per_h"] or 0.0)
             series.ceiling.set(snap["ceiling_ml_per_h"] or 0.0)
             series.day.set(snap["day"])
@@ -250,7 +256,8 @@ class GatewayMetrics:
             series.projected_shortfall.set((today or {}).get("projected_shortfall_ml") or 0.0)
             active = {(a["code"], str(a["stops"]).lower()) for a in snap["alarms"]}
             seen = self._alarms_seen.get(channel, set())
-            if active or seen:
+            if self._alarms_shown.get(channel) != active and (active or seen):
+                self._alarms_shown[channel] = active
                 for code, stops in active | seen:
                     self.alarm.labels(channel, code, stops).set(
                         1.0 if (code, stops) in active else 0.0
