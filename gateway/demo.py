@@ -230,6 +230,7 @@ class _DemoWorld:
                 "day_rate_ml_per_h": d["day_rate_ml_per_h"],
                 "day_rate_mg_per_kg_per_h": d["day_rate_mg_per_kg_per_h"],
                 "titer_mg_dl": d["titer"]["igm_mg_dl"] if d["titer"] else None,
+                "titer_drawn_at": d["titer"]["measured_at"] if d["titer"] else None,
                 "delivered_ml": round(d["delivered_ml"], 3),
                 "shortfall_ml": round(d["shortfall_ml"], 3)
                 if d["shortfall_ml"] is not None

@@ -44,13 +44,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _drawn(measured_at: str | None) -> str:
+    """When the day's titer was drawn, to the minute: ``2026-11-29T05:00:00Z`` ->
+    ``2026-11-29 05:00``; ``-`` for a day without one (the flat arm)."""
+    return "-" if measured_at is None else f"{measured_at[:10]} {measured_at[11:16]}"
+
+
 def render(summary: dict[str, Any]) -> str:
     """The course as a table a pharmacist checks: mg/kg and mL, mL/h and mg/kg/h, rounded down."""
     lines = [
         f"demo: {summary['arm']} arm, {summary['protocol']} pump, {summary['weight_kg']:g} kg"
         + (f", faults: {summary['faults']}" if summary["faults"] else ""),
         f"{'day':>3}  {'titer':>6}  {'mg/kg':>6}  {'prescribed mL':>13}  {'mL/h':>6}  "
-        f"{'mg/kg/h':>7}  {'delivered mL':>12}  {'short mL':>8}",
+        f"{'mg/kg/h':>7}  {'delivered mL':>12}  {'short mL':>8}  titer drawn (UTC)",
     ]
     notes: list[str] = []
     for day in summary["days"]:
@@ -63,7 +69,7 @@ def render(summary: dict[str, Any]) -> str:
             f"{_shown(floor_display(day['day_rate_ml_per_h'])):>6}  "
             f"{_shown(floor_display(day['day_rate_mg_per_kg_per_h'])):>7}  "
             f"{_shown(floor_display(day['delivered_ml'])):>12}  "
-            f"{_shown(short):>8}"
+            f"{_shown(short):>8}  {_drawn(day['titer_drawn_at'])}"
         )
         notes.extend(f"day {day['day']}: {note}" for note in day["notes"])
     lines.extend(f"NOTE {note}" for note in notes)

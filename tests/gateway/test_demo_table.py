@@ -18,7 +18,9 @@ import pytest
 from gateway.cli import main
 from gateway.cli.demo import render
 
-HEADER = "day   titer   mg/kg  prescribed mL    mL/h  mg/kg/h  delivered mL  short mL"
+HEADER = (
+    "day   titer   mg/kg  prescribed mL    mL/h  mg/kg/h  delivered mL  short mL  titer drawn (UTC)"
+)
 
 
 def _summary(**changes: Any) -> dict[str, Any]:
@@ -29,6 +31,7 @@ def _summary(**changes: Any) -> dict[str, Any]:
         "day_rate_ml_per_h": 15.4826,
         "day_rate_mg_per_kg_per_h": 11.0590,
         "titer_mg_dl": 30.0,
+        "titer_drawn_at": "2026-11-29T05:00:59Z",
         "delivered_ml": 371.5,
         "shortfall_ml": 0.0833,
         "notes": [],
@@ -40,6 +43,7 @@ def _summary(**changes: Any) -> dict[str, Any]:
         "day_rate_ml_per_h": 0.0,
         "day_rate_mg_per_kg_per_h": 0.0,
         "titer_mg_dl": 120.0,
+        "titer_drawn_at": "2026-11-30T04:50:00Z",
         "delivered_ml": 0.0,
         "shortfall_ml": 0.0,
         "notes": ["no infusion today: titer 120 mg/dL is at or above 100 mg/dL"],
@@ -76,6 +80,8 @@ def test_rule_8_demo_table_shows_doses_and_rates_in_both_units_rounded_down() ->
         "11.05",  # ... 11.059 rounded to nearest would show 11.06
         "371.50",
         "0.08",
+        "2026-11-29",  # when day 1's titer was drawn, to the minute
+        "05:00",
     ]
     assert lines[3].split()[:3] == ["2", "120.0", "0.0"]
     assert "NOTE day 2: no infusion today: titer 120 mg/dL is at or above 100 mg/dL" in lines
@@ -96,6 +102,8 @@ def test_rule_8_demo_table_of_a_real_titer_run(
     rows = [line.split() for line in lines[2:4]]
     assert [row[0] for row in rows] == ["1", "2"]
     assert rows[0][1:3] == ["4.0", "350.0"]
+    # Each day names when its titer was drawn: day 2's is a later draw than day 1's baseline.
+    assert (rows[0][8], rows[0][9]) < (rows[1][8], rows[1][9])
     for row in rows:
         mg_per_kg, ml, ml_per_h, mg_per_kg_per_h = (float(v) for v in row[2:6])
         # mL = mg/kg x 70 kg / 50 mg/mL; mL/h = mL / 24 h; mg/kg/h = mL/h x 50 / 70: each shown
