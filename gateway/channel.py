@@ -40,6 +40,7 @@ from gateway.course_state import (
     AlarmCode,
     ChannelState,
     CourseState,
+    StateError,
     StateText,
     load_state,
 )
@@ -192,7 +193,11 @@ class Channel:
         #: The state as the journal last stored it (the day rows are written as changes to it).
         self._journalled: CourseState | None = None
         if stored is not None:
-            self.course = restarted(load_state(stored))
+            try:
+                loaded = load_state(stored)
+            except StateError as exc:  # named where it was read: a person opens that file
+                raise StateError(f"{journal.path}: channel {self.id}: {exc}") from None
+            self.course = restarted(loaded)
             self._journalled = self.course
             order = config.order()
             if order is not None:

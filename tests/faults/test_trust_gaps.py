@@ -360,6 +360,7 @@ def test_stored_state_that_does_not_read_refuses_the_start_in_one_line(
         Gateway(config, driver_factory=_model_driver)
     message = str(refused.value)
     assert words in message
+    assert message.startswith(f"{tmp_path / JOURNAL_FILENAME}: channel {CHANNEL_ID}: ")  # where
     assert "\n" not in message
     assert isinstance(refused.value, GatewayError)  # the CLI's one line and exit 2
     with Journal(tmp_path) as journal:  # the refusal released the directory ...
