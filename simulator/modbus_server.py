@@ -57,7 +57,13 @@ from pymodbus.pdu.register_message import (
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from protocol.modbus import MAX_READ_COUNT, Identification, RequestRefusedError, validate_read
+from protocol.modbus import (
+    MAX_READ_COUNT,
+    FunctionCode,
+    Identification,
+    RequestRefusedError,
+    validate_read,
+)
 from simulator.modbus_datastore import PumpRegisters
 from simulator.model import PumpModel
 from simulator.pty import NullModem
@@ -71,10 +77,10 @@ RTU_STOPBITS: Final = 1
 
 #: The functions of the profile: read holding registers, write single, write multiple, and
 #: read/write multiple (optional in the map: ``read_write=False`` leaves it out).
-_FUNCTIONS: Final = frozenset({3, 6, 16, 23})
-_READ_WRITE_MULTIPLE: Final = 23
+_FUNCTIONS: Final = frozenset(FunctionCode)
+_READ_WRITE_MULTIPLE: Final = FunctionCode.READ_WRITE_MULTIPLE_REGISTERS
 #: Functions whose register access without values to set is a read the registers answer.
-_READS: Final = frozenset({3, _READ_WRITE_MULTIPLE})
+_READS: Final = frozenset({FunctionCode.READ_HOLDING_REGISTERS, _READ_WRITE_MULTIPLE})
 
 #: How long :meth:`ModbusSimulatorServer.start` waits for the server to listen, real seconds.
 _START_TIMEOUT_S: Final = 10.0
