@@ -109,17 +109,30 @@ class PumpDriver(ABC):
     def read_status(self) -> PumpStatus:
         """One poll.  ``alarms`` holds every alarm latched since :meth:`clear_alarms`."""
         status = self._request(self._read_status, retry=True)
-        self._latch(status.alarms)
+        with self._lock:
+            self._latch(status.alarms)
+            latched, identity = self._latched_alarms, self._identity
+            # The backend's status is already the answer when it carries exactly the latched
+            # alarms (a frozenset) and the identity: no second status per poll in the usual
+            # case, nothing latched (docs/performance.md).
+            if (
+                type(status) is PumpStatus
+                and type(status.alarms) is frozenset
+                and status.alarms == latched
+                and status.identity is identity
+            ):
+                return status
+            alarms = frozenset(latched)
         return PumpStatus(
             state=status.state,
             rate_ml_per_h=status.rate_ml_per_h,
             volume_infused_ml=status.volume_infused_ml,
             volume_resolution_ml=status.volume_resolution_ml,
             vtbi_remaining_ml=status.vtbi_remaining_ml,
-            alarms=frozenset(self._latched_alarms),
+            alarms=alarms,
             measured_rate_ml_per_h=status.measured_rate_ml_per_h,
             max_rate_ml_per_h=status.max_rate_ml_per_h,
-            identity=self._identity,
+            identity=identity,
             uptime_s=status.uptime_s,
         )
 

@@ -80,16 +80,16 @@ from protocol.modbus import (
     FunctionCode,
     Identification,
     MapVersionError,
+    ReadWriteRequest,
     Reg,
     Register,
     Span,
     WordOrderError,
+    count_scaler,
     counts_to_rate_ml_per_h,
     counts_to_volume_ml,
     decode_identification,
-    decode_read_write_reply,
     decode_status,
-    encode_read_write_request,
     join_u32,
     rate_ml_per_h_to_counts,
     register_at,
@@ -130,6 +130,15 @@ _VOLUME_INFUSED_RESOLUTION_ML: Final = float(Reg.VOLUME_INFUSED.scale)
 
 #: Function 23, Read/Write Multiple Registers: one poll's heartbeat write and status read.
 _READ_WRITE_MULTIPLE: Final = FunctionCode.READ_WRITE_MULTIPLE_REGISTERS
+
+#: The poll's request: HEARTBEAT written, then the status block read.  Its addresses and counts
+#: are checked once, here; each poll only packs the new HEARTBEAT value.
+_STATUS_REQUEST: Final = ReadWriteRequest(
+    STATUS_SPAN.address, STATUS_SPAN.count, Reg.HEARTBEAT.address, write_count=1
+)
+
+#: UPTIME counts to seconds, exactly (the register's scale, from the map).
+_uptime_s: Final = count_scaler(Reg.UPTIME.scale)
 
 #: Text pymodbus 3.16 puts in the ModbusIOException it raises when no reply came in time.
 _NO_RESPONSE_TEXT: Final = "No response received"
@@ -198,6 +207,8 @@ class ModbusDriver(PumpDriver):
         self._client: _Client | None = None
         self._tap = tap_for(self.url, options.record)  # ?record=FILE: the wire, to a file
         self._identification: Identification | None = None
+        # Its MAX_RATE in mL/h as every status reports it (None before the first identification).
+        self._max_rate_ml_per_h: float | None = None
         self._heartbeat: int | None = None  # the value we last wrote, or None: not known yet
         # Function 23 for polls: True until the pump on this connection answers it with
         # exception 01; then two requests per poll until the next connection.
@@ -480,11 +491,12 @@ class ModbusDriver(PumpDriver):
                 f"supported: {supported}"
             )
         self._identification = identification
+        self._max_rate_ml_per_h = float(identification.max_rate_ml_per_h)
         return PumpIdentity(
             vendor=vendor,
             model=identification.model_name or f"0x{identification.model_id:04X}",
             firmware=identification.firmware_version,
-            max_rate_ml_per_h=float(identification.max_rate_ml_per_h),
+            max_rate_ml_per_h=self._max_rate_ml_per_h,
             rate_resolution_ml_per_h=float(RATE_RESOLUTION_ML_PER_H),
         )
 
@@ -497,7 +509,6 @@ class ModbusDriver(PumpDriver):
             raise PumpProtocolError(
                 f"{self.url.redacted()}: status block does not decode: {exc}"
             ) from None
-        identification = self._identification
         return PumpStatus(
             state=block.state,
             rate_ml_per_h=float(block.rate_setpoint_ml_per_h),
@@ -507,11 +518,9 @@ class ModbusDriver(PumpDriver):
             vtbi_remaining_ml=None if block.vtbi_ml == 0 else float(block.vtbi_remaining_ml),
             alarms=block.alarms,
             measured_rate_ml_per_h=float(block.measured_rate_ml_per_h),
-            max_rate_ml_per_h=(
-                None if identification is None else float(identification.max_rate_ml_per_h)
-            ),
+            max_rate_ml_per_h=self._max_rate_ml_per_h,
             identity=self._identity,
-            uptime_s=float(Reg.UPTIME.scale * block.uptime_s),
+            uptime_s=float(_uptime_s(block.uptime_s)),
         )
 
     def _beat_and_read_status(self) -> Sequence[int]:
@@ -543,15 +552,13 @@ class ModbusDriver(PumpDriver):
         exception 01 (the map lets a pump go without function 23): polls take two requests from
         then on, until the next connection."""
         what = "heartbeat and read status"
-        span = STATUS_SPAN
-        request = encode_read_write_request(
-            span.address, span.count, Reg.HEARTBEAT.address, (heartbeat,)
-        )
         try:
-            reply = self._transact(what, lambda client: self._poll.exchange(client, request))
-            if reply is None:
+            words = self._transact(
+                what, lambda client: self._poll.read_write(client, _STATUS_REQUEST, (heartbeat,))
+            )
+            if words is None:
                 raise self._no_reply(what)
-            return decode_read_write_reply(reply, span.count)
+            return words
         except ExceptionReplyError as exc:
             function, code = exc.function, exc.exception_code
             if function == _READ_WRITE_MULTIPLE and code == MapException.ILLEGAL_FUNCTION:

@@ -14,14 +14,16 @@ nothing did, as pymodbus's own transactions use it.
 Replies are checked as pymodbus checks its own: on TCP a frame with another transaction id is a
 late reply to an earlier request and is skipped (ours are numbered where pymodbus's never are,
 so neither side can take the other's reply for its own); a frame with our id must come from our
-unit.  On RTU (no ids) the reply must come from our address with a good CRC.  The caller checks
-the reply's function and content (:func:`protocol.modbus.frame.decode_read_write_reply`).
+unit.  On RTU (no ids) the reply must come from our address with a good CRC.  Its function and
+content are checked by :func:`protocol.modbus.frame.decode_read_write_reply`, or, for the usual
+reply (the whole normal reply to our request in one read), by
+:meth:`protocol.modbus.frame.ReadWriteRequest.tcp_reply_registers` in one unpack.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
@@ -30,6 +32,8 @@ from protocol.modbus import (
     MBAP_HEADER_BYTES,
     RTU_HEAD_BYTES,
     FrameDecodeError,
+    ReadWriteRequest,
+    decode_read_write_reply,
     decode_rtu_frame,
     decode_tcp_frame,
     encode_rtu_frame,
@@ -64,14 +68,40 @@ class FramedExchange:
         self._trace = trace
         self._transaction_id = LAST_TRANSACTION_ID
 
-    def exchange(self, client: _Client, pdu: bytes) -> bytes | None:
-        """Send ``pdu`` to the unit; return the PDU of its reply, or None when no whole reply
-        came within the timeout.
+    def read_write(
+        self, client: _Client, request: ReadWriteRequest, values: Sequence[int]
+    ) -> tuple[int, ...] | None:
+        """Send ``request`` writing ``values`` (function 23); return the registers it read, or
+        None when no whole reply came within the timeout.
 
-        Raises :class:`~protocol.modbus.errors.FrameDecodeError` for bytes that are not a reply
-        frame (or a reply from another unit), and what the client raises when the link fails
-        (pymodbus ``ConnectionException``, ``OSError``).
+        On TCP, a first read that is exactly the normal reply to this request (our transaction
+        id, our unit, function 23, the byte count asked for) is taken apart in one unpack
+        (:meth:`~protocol.modbus.frame.ReadWriteRequest.tcp_reply_registers`).  Anything else
+        is read frame by frame (a late reply skipped, see the module's docstring) and decoded by
+        :func:`~protocol.modbus.frame.decode_read_write_reply`, which names what is wrong.
+
+        Raises :class:`~protocol.modbus.errors.ExceptionReplyError` for an exception reply,
+        :class:`~protocol.modbus.errors.FrameDecodeError` for bytes that are not a reply frame,
+        a reply from another unit or one that does not answer the request,
+        :class:`~protocol.modbus.errors.FrameEncodeError` for values the request cannot carry,
+        and what the client raises when the link fails (pymodbus ``ConnectionException``,
+        ``OSError``).
         """
+        self._send(client, request.pdu(values))
+        deadline = time.monotonic() + self._timeout_s
+        data = client.recv(None)
+        if not data:
+            return None
+        data = self._trace(False, data)
+        if not self._rtu:
+            registers = request.tcp_reply_registers(data, self._transaction_id, self._unit)
+            if registers is not None:
+                return registers
+        reply = self._receive(client, data, deadline)
+        return None if reply is None else decode_read_write_reply(reply, request.read_count)
+
+    def _send(self, client: _Client, pdu: bytes) -> None:
+        """Frame ``pdu`` for the unit (TCP: under the next transaction id) and send it."""
         if self._rtu:
             frame = encode_rtu_frame(self._unit, pdu)
         else:
@@ -79,19 +109,21 @@ class FramedExchange:
             self._transaction_id = tid if tid <= LAST_TRANSACTION_ID else FIRST_TRANSACTION_ID
             frame = encode_tcp_frame(self._transaction_id, self._unit, pdu)
         client.send(self._trace(True, frame))
+
+    def _receive(self, client: _Client, buffer: bytes, deadline: float) -> bytes | None:
+        """Our reply's PDU, from ``buffer`` (what arrived so far) and what arrives before
+        ``deadline``; None when no whole reply came in time."""
         read = self._rtu_reply if self._rtu else self._tcp_reply
-        deadline = time.monotonic() + self._timeout_s
-        buffer = b""
         while True:
-            data = client.recv(None)
-            if not data:
-                return None
-            buffer += self._trace(False, data)
             reply, buffer = read(buffer)
             if reply is not None:
                 return reply
             if time.monotonic() >= deadline:
                 return None
+            data = client.recv(None)
+            if not data:
+                return None
+            buffer += self._trace(False, data)
 
     def _tcp_reply(self, buffer: bytes) -> tuple[bytes | None, bytes]:
         """Our reply's PDU from ``buffer`` (None: not whole yet) and the bytes still to read."""

@@ -10,7 +10,9 @@ Layers, each a pair of pure functions:
 
 * PDU (the same on both transports): :func:`encode_read_write_request` /
   :func:`decode_read_write_reply`, and :func:`encode_read_write_reply` /
-  :func:`encode_exception_reply` for the pump's side (and the tests);
+  :func:`encode_exception_reply` for the pump's side (and the tests); :class:`ReadWriteRequest`
+  is one request's fixed shape, checked once, for a poll that sends it again and again (and
+  takes its normal TCP reply apart in one unpack);
 * Modbus TCP: ``[transaction id][protocol 0][length][unit] PDU``, all big-endian
   (:func:`encode_tcp_frame`, :func:`tcp_frame_size`, :func:`decode_tcp_frame`);
 * Modbus RTU: ``[address] PDU [CRC-16/MODBUS, low byte first]`` (:func:`encode_rtu_frame`,
@@ -84,6 +86,7 @@ _BYTE_COUNT_REPLIES: Final = frozenset(
 _ECHO_REPLIES: Final = frozenset(
     {FunctionCode.WRITE_SINGLE_REGISTER, FunctionCode.WRITE_MULTIPLE_REGISTERS}
 )
+_READ_WRITE: Final = int(FunctionCode.READ_WRITE_MULTIPLE_REGISTERS)  # a plain int: read per poll
 
 
 def _crc_table() -> tuple[int, ...]:
@@ -115,6 +118,8 @@ def crc16_modbus(data: bytes) -> int:
 
 
 def _check_field(value: int, maximum: int, what: str, minimum: int = 0) -> None:
+    if type(value) is int and minimum <= value <= maximum:
+        return  # the usual case, decided without the two isinstance calls below
     if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
         raise FrameEncodeError(f"{what} {show(value)} is outside {minimum}..{maximum}")
 
@@ -128,20 +133,87 @@ def encode_read_write_request(
     Raises :class:`FrameEncodeError` for an address outside 0..0xFFFF, a read count outside
     1..125, 1..121 values or a value outside 0..0xFFFF.
     """
-    _check_field(read_address, U16_MAX, "read address")
-    _check_field(read_count, MAX_READ_COUNT, "read count", minimum=1)
-    _check_field(write_address, U16_MAX, "write address")
-    _check_field(len(values), MAX_READ_WRITE_WRITE_COUNT, "write count", minimum=1)
-    for value in values:
-        _check_field(value, U16_MAX, "written value")
-    return _READ_WRITE_REQUEST.pack(
-        FunctionCode.READ_WRITE_MULTIPLE_REGISTERS,
-        read_address,
-        read_count,
-        write_address,
-        len(values),
-        2 * len(values),
-    ) + struct.pack(f">{len(values)}H", *values)
+    return ReadWriteRequest(read_address, read_count, write_address, len(values)).pdu(values)
+
+
+class ReadWriteRequest:
+    """A function-23 request of one shape: its addresses and counts, checked once; only the
+    written values change from one request to the next.
+
+    Why a class: a poll sends the same request with a new HEARTBEAT each time, and checking the
+    four fixed fields again and packing them again cost more than the rest of the request.  It
+    also knows the one normal TCP reply to that request, which :meth:`tcp_reply_registers`
+    takes apart with one ``struct`` unpack.
+
+    Raises :class:`FrameEncodeError` as :func:`encode_read_write_request` does (an address
+    outside 0..0xFFFF, a read count outside 1..125, a write count outside 1..121).
+    """
+
+    __slots__ = ("_prefix", "_tcp_length", "_tcp_reply", "_values", "read_count", "write_count")
+
+    def __init__(
+        self, read_address: int, read_count: int, write_address: int, write_count: int
+    ) -> None:
+        _check_field(read_address, U16_MAX, "read address")
+        _check_field(read_count, MAX_READ_COUNT, "read count", minimum=1)
+        _check_field(write_address, U16_MAX, "write address")
+        _check_field(write_count, MAX_READ_WRITE_WRITE_COUNT, "write count", minimum=1)
+        #: Registers the request reads.
+        self.read_count = read_count
+        #: Registers the request writes: the number of values :meth:`pdu` takes.
+        self.write_count = write_count
+        self._prefix = _READ_WRITE_REQUEST.pack(
+            FunctionCode.READ_WRITE_MULTIPLE_REGISTERS,
+            read_address,
+            read_count,
+            write_address,
+            write_count,
+            2 * write_count,
+        )
+        self._values = struct.Struct(f">{write_count}H")
+        # The normal reply in a TCP frame: MBAP header, function, byte count, the registers.
+        self._tcp_reply = struct.Struct(f">HHHBBB{read_count}H")
+        self._tcp_length = self._tcp_reply.size - _MBAP_LENGTH_OFFSET  # its MBAP length field
+
+    def pdu(self, values: Sequence[int]) -> bytes:
+        """The PDU of this request writing ``values``.
+
+        Raises :class:`FrameEncodeError` for another number of values than the request's write
+        count, or a value outside 0..0xFFFF.
+        """
+        if len(values) != self.write_count:
+            raise FrameEncodeError(
+                f"write count {len(values)} is not this request's {self.write_count}"
+            )
+        for value in values:
+            _check_field(value, U16_MAX, "written value")
+        return self._prefix + self._values.pack(*values)
+
+    def tcp_reply_registers(
+        self, frame: bytes, transaction_id: int, unit: int
+    ) -> tuple[int, ...] | None:
+        """The registers of ``frame`` when it is exactly the normal TCP reply to this request
+        under ``transaction_id`` from ``unit``: protocol id 0, the length field, function 23 and
+        the byte count of :attr:`read_count` registers, all checked.
+
+        None for any other bytes (a late reply, an exception reply, more or fewer bytes, from
+        another unit, ...): the caller then takes them apart with :func:`tcp_frame_size`,
+        :func:`decode_tcp_frame` and :func:`decode_read_write_reply`, which skip a late reply or
+        say what is wrong.
+        """
+        if len(frame) != self._tcp_reply.size:
+            return None
+        fields = self._tcp_reply.unpack(frame)
+        if fields[:6] != (
+            transaction_id,
+            MBAP_PROTOCOL_ID,
+            self._tcp_length,
+            unit,
+            _READ_WRITE,
+            2 * self.read_count,
+        ):
+            return None
+        return fields[6:]
 
 
 def encode_read_write_reply(registers: Sequence[int]) -> bytes:

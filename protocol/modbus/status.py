@@ -6,7 +6,7 @@ values are exact :class:`~decimal.Decimal` in the units their names state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -21,7 +21,7 @@ from protocol.modbus.codes import (
 )
 from protocol.modbus.layout import BlockWriter, field_offset
 from protocol.modbus.registers import STATUS_SPAN, Reg, Register, WireType
-from protocol.modbus.scaling import from_counts
+from protocol.modbus.scaling import count_scaler
 from protocol.modbus.words import check_words
 from protocol.pump_state import PumpAlarm, PumpState
 
@@ -66,20 +66,20 @@ def _u32(register: Register) -> int:
     return field_offset(STATUS_SPAN, register, WireType.U32)
 
 
-# Where each field lies in the block, from the table, computed once: every poll decodes a block,
-# and looking each field up again per poll cost more than the rest of decoding.
+def _scaled(register: Register) -> tuple[int, Callable[[int], Decimal]]:
+    return _u32(register), count_scaler(register.scale)
+
+
+# Where each field lies in the block, from the table, and how each scaled field is scaled,
+# computed once: every poll decodes a block, and looking each field up again per poll cost more
+# than the rest of decoding.
 _STATE = _u16(Reg.STATE)
 _ALARMS = _u32(Reg.ALARMS)
-_SCALED = tuple(
-    (_u32(register), register.scale)
-    for register in (
-        Reg.RATE_SETPOINT_ECHO,
-        Reg.MEASURED_RATE,
-        Reg.VTBI_ECHO,
-        Reg.VTBI_REMAINING,
-        Reg.VOLUME_INFUSED,
-    )
-)
+_RATE_SETPOINT, _rate_setpoint = _scaled(Reg.RATE_SETPOINT_ECHO)
+_MEASURED_RATE, _measured_rate = _scaled(Reg.MEASURED_RATE)
+_VTBI, _vtbi = _scaled(Reg.VTBI_ECHO)
+_VTBI_REMAINING, _vtbi_remaining = _scaled(Reg.VTBI_REMAINING)
+_VOLUME_INFUSED, _volume_infused = _scaled(Reg.VOLUME_INFUSED)
 _WATCHDOG_TIMEOUT = _u16(Reg.WATCHDOG_TIMEOUT_ECHO)
 _UPTIME = _u32(Reg.UPTIME)
 _HEARTBEAT = _u16(Reg.HEARTBEAT_ECHO)
@@ -94,18 +94,25 @@ def decode_status(registers: Sequence[int]) -> StatusBlock:
     :class:`~protocol.errors.DecodeError`) for a wrong register count, a word outside
     0..0xFFFF, an unknown state, an unknown alarm bit or an unknown last-command code.
     """
+    # Every word is an int 0..0xFFFF from here on, so each pair joins into a whole count
+    # 0..0xFFFFFFFF: the scalers need not check it again.
     words = check_words(registers, STATUS_SPAN.count, what="status block")
-    rate, measured, vtbi, remaining, volume = (
-        from_counts((words[offset] << 16) | words[offset + 1], scale) for offset, scale in _SCALED
-    )
     return StatusBlock(
         state=decode_state(words[_STATE]),
         alarms=decode_alarms((words[_ALARMS] << 16) | words[_ALARMS + 1]),
-        rate_setpoint_ml_per_h=rate,
-        measured_rate_ml_per_h=measured,
-        vtbi_ml=vtbi,
-        vtbi_remaining_ml=remaining,
-        volume_infused_ml=volume,
+        rate_setpoint_ml_per_h=_rate_setpoint(
+            (words[_RATE_SETPOINT] << 16) | words[_RATE_SETPOINT + 1]
+        ),
+        measured_rate_ml_per_h=_measured_rate(
+            (words[_MEASURED_RATE] << 16) | words[_MEASURED_RATE + 1]
+        ),
+        vtbi_ml=_vtbi((words[_VTBI] << 16) | words[_VTBI + 1]),
+        vtbi_remaining_ml=_vtbi_remaining(
+            (words[_VTBI_REMAINING] << 16) | words[_VTBI_REMAINING + 1]
+        ),
+        volume_infused_ml=_volume_infused(
+            (words[_VOLUME_INFUSED] << 16) | words[_VOLUME_INFUSED + 1]
+        ),
         watchdog_timeout_s=words[_WATCHDOG_TIMEOUT],
         uptime_s=(words[_UPTIME] << 16) | words[_UPTIME + 1],
         heartbeat_echo=words[_HEARTBEAT],

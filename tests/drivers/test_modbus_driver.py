@@ -7,6 +7,7 @@ the same driver works again once the fault is gone.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -270,6 +271,23 @@ def test_alarms_are_reported_latched_and_cleared(driver: ModbusDriver, model: Pu
     status = driver.read_status()
     assert status.state is PumpState.STOPPED  # clearing never restarts the pump
     assert status.alarms == frozenset()
+
+
+def test_an_alarm_the_pump_cleared_by_itself_stays_latched_in_a_whole_status(
+    driver: ModbusDriver, model: PumpModel
+) -> None:
+    """The driver's latch outlives the pump's: once they differ, the poll is the pump's status
+    with the latched alarms (no field lost); while they agree, it is the pump's status as read."""
+    model.inject(PumpAlarm.LOW_BATTERY)
+    reported = driver.read_status()
+    assert reported.alarms == frozenset({PumpAlarm.LOW_BATTERY})
+    model.clear_condition(PumpAlarm.LOW_BATTERY)
+    model.clear_alarms()  # cleared on the pump, not through the driver
+    latched = driver.read_status()
+    assert latched == dataclasses.replace(reported, uptime_s=latched.uptime_s)
+    assert latched.identity is driver.identity
+    driver.clear_alarms()
+    assert driver.read_status().alarms == frozenset()
 
 
 def test_polling_feeds_the_watchdog_and_its_expiry_stops_the_pump(

@@ -1,14 +1,14 @@
 """ModbusDriver polls in one transaction (function 23), and in two on a pump without it.
 
 The requests the driver sends are seen where they leave it: pymodbus's sync clients (``execute``)
-and the poll's own framed request (``FramedExchange.exchange``), over TCP and RTU on a pty,
+and the poll's own framed request (``FramedExchange.read_write``), over TCP and RTU on a pty,
 against the software pump with and without function 23 (``clock`` and ``model``:
 tests/drivers/conftest.py); one test reads them off the wire (a recording).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from protocol.modbus import (
     MBAP_HEADER_BYTES,
     STATUS_SPAN,
     FunctionCode,
+    ReadWriteRequest,
     Reg,
     decode_read_write_reply,
     decode_tcp_frame,
@@ -53,7 +54,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The function code of every request any Modbus driver sends from now on, in order."""
     codes: list[int] = []
     execute = ModbusBaseSyncClient.execute
-    exchange = FramedExchange.exchange
+    read_write = FramedExchange.read_write
 
     def pymodbus_request(
         client: ModbusBaseSyncClient, no_response_expected: bool, request: ModbusPDU
@@ -61,12 +62,14 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         codes.append(int(request.function_code))
         return execute(client, no_response_expected, request)
 
-    def framed_request(poll: FramedExchange, client: object, pdu: bytes) -> bytes | None:
-        codes.append(pdu[0])
-        return exchange(poll, client, pdu)  # type: ignore[arg-type]
+    def framed_request(
+        poll: FramedExchange, client: object, request: ReadWriteRequest, values: Sequence[int]
+    ) -> tuple[int, ...] | None:
+        codes.append(request.pdu(values)[0])
+        return read_write(poll, client, request, values)  # type: ignore[arg-type]
 
     monkeypatch.setattr(ModbusBaseSyncClient, "execute", pymodbus_request)
-    monkeypatch.setattr(FramedExchange, "exchange", framed_request)
+    monkeypatch.setattr(FramedExchange, "read_write", framed_request)
     return codes
 
 

@@ -27,6 +27,7 @@ from protocol.modbus import (
     FrameEncodeError,
     FunctionCode,
     ModbusException,
+    ReadWriteRequest,
     Reg,
     RtuFrame,
     TcpFrame,
@@ -147,6 +148,119 @@ def test_read_write_request_layout(
     assert len(pdu) == 10 + 2 * len(values)
 
 
+@given(
+    read_address=words,
+    read_count=st.integers(1, MAX_READ_COUNT),
+    write_address=words,
+    rounds=st.lists(st.lists(words, min_size=3, max_size=3), min_size=1, max_size=4),
+)
+def test_a_request_shape_checked_once_packs_each_round_s_values(
+    read_address: int, read_count: int, write_address: int, rounds: list[list[int]]
+) -> None:
+    """One ReadWriteRequest, used again and again as a poll uses it: each PDU is the layout of
+    the map with that round's values (the header packed once is never stale)."""
+    request = ReadWriteRequest(read_address, read_count, write_address, 3)
+    for values in rounds:
+        pdu = request.pdu(values)
+        head = struct.unpack_from(">BHHHHB", pdu)
+        assert head == (23, read_address, read_count, write_address, 3, 6)
+        assert list(struct.unpack_from(">3H", pdu, 10)) == values
+        assert pdu == encode_read_write_request(read_address, read_count, write_address, values)
+
+
+def _reply_frame(tid: int, unit: int, values: list[int]) -> bytes:
+    return encode_tcp_frame(tid, unit, encode_read_write_reply(values))
+
+
+def _generic_registers(
+    frame: bytes, tid: int, unit: int, read_count: int
+) -> tuple[int, ...] | None:
+    """What the general path makes of ``frame``: its registers when it is one whole frame under
+    ``tid`` from ``unit``, else None (it raises where it refuses the bytes)."""
+    if tcp_frame_size(frame) != len(frame):
+        return None
+    reply = decode_tcp_frame(frame)
+    if (reply.transaction_id, reply.unit) != (tid, unit):
+        return None
+    return decode_read_write_reply(reply.pdu, read_count)
+
+
+@given(tid=words, unit=units, values=registers)
+def test_the_normal_tcp_reply_is_taken_apart_in_one_unpack(
+    tid: int, unit: int, values: list[int]
+) -> None:
+    request = ReadWriteRequest(0, len(values), 0, 1)
+    frame = _reply_frame(tid, unit, values)
+    assert _generic_registers(frame, tid, unit, len(values)) == tuple(values)
+    assert request.tcp_reply_registers(frame, tid, unit) == tuple(values)
+
+
+_POLL = ReadWriteRequest(STATUS_SPAN.address, STATUS_SPAN.count, Reg.HEARTBEAT.address, 1)
+_STATUS_WORDS = list(range(STATUS_SPAN.count))
+_GOOD_REPLY = _reply_frame(7, 1, _STATUS_WORDS)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        _reply_frame(8, 1, _STATUS_WORDS),  # a late reply to another request
+        _reply_frame(7, 2, _STATUS_WORDS),  # another unit
+        _GOOD_REPLY[:2] + b"\x00\x01" + _GOOD_REPLY[4:],  # protocol id 1
+        _GOOD_REPLY[:4] + b"\x00\x2a" + _GOOD_REPLY[6:],  # a length field that is not 41
+        _GOOD_REPLY[:7] + b"\x03" + _GOOD_REPLY[8:],  # function 3
+        _GOOD_REPLY[:8] + b"\x24" + _GOOD_REPLY[9:],  # 18 registers' byte count
+        _reply_frame(7, 1, _STATUS_WORDS[:-1]),  # a register short
+        _GOOD_REPLY[:-1],  # cut short
+        _GOOD_REPLY + b"\x00",  # a byte more (the start of another frame)
+        _GOOD_REPLY + _GOOD_REPLY,
+        encode_tcp_frame(7, 1, encode_exception_reply(23, 4)),
+        b"",
+    ],
+    ids=[
+        "other-transaction-id",
+        "other-unit",
+        "protocol-id",
+        "length-field",
+        "other-function",
+        "byte-count",
+        "a-register-short",
+        "cut-short",
+        "a-byte-more",
+        "two-frames",
+        "exception-reply",
+        "nothing",
+    ],
+)
+def test_anything_but_the_normal_reply_is_left_to_the_general_path(frame: bytes) -> None:
+    assert _POLL.tcp_reply_registers(_GOOD_REPLY, 7, 1) == tuple(_STATUS_WORDS)
+    assert _POLL.tcp_reply_registers(frame, 7, 1) is None
+
+
+@settings(max_examples=400)
+@given(
+    data=st.one_of(
+        st.binary(min_size=len(_GOOD_REPLY), max_size=len(_GOOD_REPLY)),
+        st.builds(
+            lambda position, byte: (
+                _GOOD_REPLY[:position] + bytes((byte,)) + _GOOD_REPLY[position + 1 :]
+            ),
+            st.integers(0, len(_GOOD_REPLY) - 1),
+            st.integers(0, 0xFF),
+        ),
+    )
+)
+def test_the_one_unpack_accepts_exactly_what_the_general_path_accepts(data: bytes) -> None:
+    """Any frame of the reply's size: the one unpack takes it only when the general path
+    (frame size, MBAP header, our id and unit, function, byte count) takes it, with the same
+    registers, and leaves it to that path otherwise."""
+    fast = _POLL.tcp_reply_registers(data, 7, 1)
+    try:
+        general = _generic_registers(data, 7, 1, STATUS_SPAN.count)
+    except (FrameDecodeError, ExceptionReplyError):
+        general = None
+    assert fast == general
+
+
 @given(tid=words, unit=st.integers(0, 0xFF), pdu=pdus)
 def test_tcp_frame_round_trip(tid: int, unit: int, pdu: bytes) -> None:
     frame = encode_tcp_frame(tid, unit, pdu)
@@ -193,6 +307,10 @@ def test_any_corrupted_byte_of_an_rtu_frame_fails_its_crc(
         (lambda: encode_read_write_request(0, 1, 0, []), "write count 0"),
         (lambda: encode_read_write_request(0, 1, 0, [0] * 122), "write count 122"),
         (lambda: encode_read_write_request(0, 1, 0, [True]), "written value True"),
+        (lambda: ReadWriteRequest(0, 1, 0, 1).pdu([0x10000]), "written value 65536"),
+        (lambda: ReadWriteRequest(0, 1, 0, 1).pdu([1, 2]), "write count 2 is not"),
+        (lambda: ReadWriteRequest(0, 1, 0, 0).pdu([]), "write count 0"),
+        (lambda: ReadWriteRequest(0, 126, 0, 1).pdu([0]), "read count 126"),
         (lambda: encode_read_write_reply([0x10000]), "register value 65536"),
         (lambda: encode_exception_reply(0x80, 1), "function code 128"),
         (lambda: encode_tcp_frame(0x10000, 1, b"\x03"), "transaction id 65536"),

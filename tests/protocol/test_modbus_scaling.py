@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, localcontext
+from decimal import ROUND_DOWN, ROUND_UP, Context, Decimal, localcontext
 
 import pytest
 from hypothesis import given
@@ -11,12 +11,15 @@ from hypothesis import strategies as st
 from protocol.errors import DecodeError, EncodeError, ProtocolError
 from protocol.modbus import (
     RATE_RESOLUTION_ML_PER_H,
+    REGISTERS,
     VOLUME_RESOLUTION_ML,
     AsciiDecodeError,
     RegisterEncodeError,
     WordRangeError,
+    count_scaler,
     counts_to_rate_ml_per_h,
     counts_to_volume_ml,
+    from_counts,
     join_u32,
     pack_ascii,
     rate_ml_per_h_to_counts,
@@ -96,6 +99,49 @@ def test_counts_round_trip_through_decimal_and_through_float(counts: int) -> Non
     # The float a user would type for that value encodes back to the same counts.
     assert rate_ml_per_h_to_counts(float(rate)) == counts
     assert volume_ml_to_counts(float(volume)) == counts
+
+
+#: Every resolution the register table scales by.
+RESOLUTIONS = sorted({register.scale for register in REGISTERS})
+
+
+def _product_as_before(counts: int, resolution: Decimal) -> Decimal:
+    """The arithmetic ``from_counts`` has always done: ``Decimal(counts) * resolution`` in a
+    60-digit context (the reference the faster forms must match, exponent included)."""
+    with localcontext(Context(prec=60, rounding=ROUND_DOWN)):
+        return Decimal(counts) * resolution
+
+
+@given(counts=st.integers(min_value=0, max_value=U32_MAX), resolution=st.sampled_from(RESOLUTIONS))
+def test_from_counts_and_a_count_scaler_are_the_exact_product_exponent_and_all(
+    counts: int, resolution: Decimal
+) -> None:
+    expected = _product_as_before(counts, resolution)
+    with localcontext() as hostile:  # the application's context must not matter
+        hostile.prec = 3
+        hostile.rounding = ROUND_UP
+        results = [from_counts(counts, resolution), count_scaler(resolution)(counts)]
+    for result in results:
+        assert result == expected
+        assert result.as_tuple() == expected.as_tuple()  # 0.00 stays 0.00, 1.50 stays 1.50
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        (Decimal(0), ValueError),
+        (Decimal("-0.01"), ValueError),
+        (Decimal("NaN"), ValueError),
+        (Decimal("Infinity"), ValueError),
+        (0.01, TypeError),
+        (1, TypeError),
+    ],
+)
+def test_a_count_scaler_takes_only_a_positive_finite_decimal(
+    bad: object, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match="resolution"):
+        count_scaler(bad)  # type: ignore[arg-type]
 
 
 def test_application_decimal_context_cannot_change_a_conversion() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from typing import Any
 
 import pytest
@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from protocol.errors import DecodeError, EncodeError, ProtocolError
 from protocol.modbus import (
+    NO_COMMAND,
+    STATE_VALUES,
     STATUS_SPAN,
     BlockId,
     CommandCode,
@@ -27,6 +29,7 @@ from protocol.modbus import (
     counts_to_rate_ml_per_h,
     counts_to_volume_ml,
     decode_status,
+    encode_alarms,
     encode_status,
 )
 from protocol.modbus.words import U16_MAX, U32_MAX
@@ -129,6 +132,45 @@ def test_status_round_trips_through_registers(status: StatusBlock) -> None:
 def test_registers_round_trip_through_status(status: StatusBlock) -> None:
     registers = encode_status(status)
     assert encode_status(decode_status(registers)) == registers
+
+
+def _offset(register: Register) -> int:
+    return register.address - STATUS_SPAN.address
+
+
+@st.composite
+def valid_register_blocks(draw: st.DrawFn) -> list[int]:
+    """Any status block a pump may send: every word random but the enumerated ones valid."""
+    words = draw(st.lists(u16, min_size=STATUS_SPAN.count, max_size=STATUS_SPAN.count))
+    words[_offset(Reg.STATE)] = STATE_VALUES[draw(st.sampled_from(PumpState))]
+    alarms = encode_alarms(draw(st.frozensets(st.sampled_from(PumpAlarm))))
+    words[_offset(Reg.ALARMS) : _offset(Reg.ALARMS) + 2] = [alarms >> 16, alarms & U16_MAX]
+    last = draw(st.none() | st.sampled_from(CommandCode))
+    words[_offset(Reg.LAST_COMMAND)] = NO_COMMAND if last is None else int(last)
+    return words
+
+
+@given(valid_register_blocks())
+def test_scaled_fields_decode_to_the_exact_product_exponent_and_all(words: list[int]) -> None:
+    """Each scaled field is ``Decimal(counts) * scale`` in a 60-digit context, as decoding has
+    always computed it, down to the exponent (12.50 stays 12.50, 0 mL stays 0.000)."""
+    status = decode_status(words)
+    scaled = [(field, register) for field, register, _ in FIELD_REGISTERS if register.scale != 1]
+    assert [field for field, _ in scaled] == [
+        "rate_setpoint_ml_per_h",
+        "measured_rate_ml_per_h",
+        "vtbi_ml",
+        "vtbi_remaining_ml",
+        "volume_infused_ml",
+    ]
+    for field, register in scaled:
+        value = getattr(status, field)
+        assert isinstance(value, Decimal), field
+        at = _offset(register)
+        with localcontext(Context(prec=60)):
+            expected = Decimal((words[at] << 16) | words[at + 1]) * register.scale
+        assert value == expected, field
+        assert value.as_tuple() == expected.as_tuple(), field
 
 
 def test_encode_status_truncates_finer_values_toward_zero() -> None:
