@@ -524,6 +524,7 @@ class NeweraDriver(PumpDriver):
             volume_resolution_ml=float(step_ml),
             vtbi_remaining_ml=None if remaining_ml is None else float(remaining_ml),
             alarms=frozenset(alarms),
+            identity=self._identity,  # so that read_status can hand this status on as it is
         )
 
     def _vtbi_progress(
