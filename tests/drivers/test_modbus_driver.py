@@ -36,6 +36,7 @@ from simulator.modbus_datastore import SIMULATOR_MODEL_ID, SIMULATOR_VENDOR_ID
 from simulator.modbus_server import ModbusSimulatorServer
 from simulator.model import PumpModel
 from simulator.pty import NullModem
+from simulator.server import SimulatorServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -50,25 +51,34 @@ TIMEOUT_S = 0.3
 SLACK_S = 1.0
 
 
+# The plugin's pump (simulator/pytest_plugin.py), set for this module: a Modbus pump whose own
+# maximum is below the ceiling, over TCP and over RTU on a pty.
+
+
+@pytest.fixture
+def sim_protocol() -> str:
+    return "modbus"
+
+
+@pytest.fixture
+def sim_max_rate_ml_per_h() -> float:
+    return PUMP_MAX_RATE_ML_PER_H
+
+
 @pytest.fixture(params=["tcp", "rtu"])
-def listen(request: pytest.FixtureRequest) -> str:
+def sim_listen(request: pytest.FixtureRequest) -> str:
     return "tcp://127.0.0.1:0" if request.param == "tcp" else "pty"
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
+def listen(sim_listen: str) -> str:
+    return sim_listen
 
 
 @pytest.fixture
-def model(clock: ManualClock) -> PumpModel:
-    return PumpModel(clock, max_rate_ml_per_h=PUMP_MAX_RATE_ML_PER_H)
-
-
-@pytest.fixture
-def server(model: PumpModel, listen: str) -> Iterator[ModbusSimulatorServer]:
-    with ModbusSimulatorServer(model, listen=listen) as running:
-        yield running
+def server(sim_server: SimulatorServer) -> ModbusSimulatorServer:
+    assert isinstance(sim_server, ModbusSimulatorServer)
+    return sim_server
 
 
 def open_driver(url: str, **options: object) -> ModbusDriver:
