@@ -71,6 +71,7 @@ class NeweraSimulatorServer(ByteServer):
             model, address=address, version=version, diameter_mm=diameter_mm
         )
         self._last_rx = 0.0
+        self._next_poll = 0.0  # time.monotonic() of the next look at the model
         self._alarm_packets_sent = 0
 
     # ------------------------------------------------------------------ facts
@@ -107,9 +108,10 @@ class NeweraSimulatorServer(ByteServer):
     # ------------------------------------------------------------------ the thread
 
     def _tick_interval_s(self) -> float:
-        timeout = POLL_INTERVAL_S
+        now = time.monotonic()
+        timeout = max(self._next_poll - now, 0.0)  # at most POLL_INTERVAL_S
         if self._session.pending_is_safe_packet():
-            gap_left = self._last_rx + SAFE_PACKET_GAP_S - time.monotonic()
+            gap_left = self._last_rx + SAFE_PACKET_GAP_S - now
             timeout = min(timeout, max(gap_left, 0.0))
         return timeout
 
@@ -144,11 +146,15 @@ class NeweraSimulatorServer(ByteServer):
         return self._wait_unless_closed(delay_s / scale if scale > 0 else delay_s)
 
     def _tick(self) -> None:
-        if (
-            self._session.pending_is_safe_packet()
-            and time.monotonic() - self._last_rx >= SAFE_PACKET_GAP_S
-        ):
+        now = time.monotonic()
+        if self._session.pending_is_safe_packet() and now - self._last_rx >= SAFE_PACKET_GAP_S:
             self._session.discard_pending()
+        # The look at the model is due every POLL_INTERVAL_S, not after every read: a command's
+        # answer has just looked (NeweraSession.answer polls), and each look costs the model a
+        # step of its clock.
+        if now < self._next_poll:
+            return
+        self._next_poll = now + POLL_INTERVAL_S
         for packet in self._session.poll():
             self._alarm_packets_sent += 1
             self._send(packet)

@@ -90,7 +90,7 @@ from protocol.newera.constants import (
 )
 from protocol.pump_state import STOPPING_ALARMS, PumpAlarm, PumpState
 from simulator.errors import NotApplicableError, OutOfRangeError
-from simulator.model import EventKind, PumpModel
+from simulator.model import EventKind, PumpModel, PumpSnapshot
 
 __all__ = [
     "DEFAULT_DIAMETER_MM",
@@ -198,6 +198,7 @@ class NeweraSession:
         self._pretended: NeStatus | None = None
         # Alarms: pending (oldest first) and the last model event looked at.
         self._pending: list[NeAlarm] = []
+        self._handlers = MappingProxyType(self._handler_table())
         events = model.events()
         self._event_seq = events[-1].seq if events else 0
         for alarm in sorted(model.snapshot().alarms, key=lambda a: a.value):
@@ -217,7 +218,7 @@ class NeweraSession:
     @property
     def safe_mode(self) -> bool:
         """True while the pump is in safe mode (its watchdog armed by ``SAF<n>``, n > 0)."""
-        return self._model.snapshot().watchdog_requested_s > 0
+        return _is_safe_mode(self._model.snapshot())
 
     @property
     def framing(self) -> Framing:
@@ -311,21 +312,34 @@ class NeweraSession:
             # occlusion still there) stays latched in the model, and RUN is still refused.
             self._model.clear_alarms()
         pretended, self._pretended = self._pretended, None
+        refused: NeErrorCode | None = None
+        data = ""
         try:
-            data = self._execute(item, pretended)  # before reading the status it leaves
-            reply = Reply(self._address, self._pretended or self._status(), data=data)
+            data = self._execute(item, pretended)
         except _RefusedError as refusal:
-            reply = Reply(self._address, self._status(), error=refusal.code)
+            refused = refusal.code
         except OutOfRangeError:
-            reply = Reply(self._address, self._status(), error=NeErrorCode.OUT_OF_RANGE)
+            refused = NeErrorCode.OUT_OF_RANGE
         except NotApplicableError:
-            reply = Reply(self._address, self._status(), error=NeErrorCode.NOT_APPLICABLE)
+            refused = NeErrorCode.NOT_APPLICABLE
         self._collect_alarms()  # the command itself may have raised one (e.g. power loss script)
         if self._pending:
             alarm = self._pending.pop(0)
             self._model.clear_alarms()
-            reply = Reply(self._address, alarm=alarm)
-        return SessionOutput(unsolicited=unsolicited, reply=self._encode(reply, self.framing))
+            return SessionOutput(
+                unsolicited=unsolicited,
+                reply=self._encode(Reply(self._address, alarm=alarm), self.framing),
+            )
+        # One look at the model after the command for both the status it leaves and the framing
+        # (a SAF command changes it): each look costs the model a step of its clock.
+        snapshot = self._model.snapshot()
+        status = _STATUS_FOR[snapshot.state]
+        if refused is None:
+            reply = Reply(self._address, self._pretended or status, data=data)
+        else:
+            reply = Reply(self._address, status, error=refused)
+        framing = Framing.SAFE if _is_safe_mode(snapshot) else Framing.BASIC
+        return SessionOutput(unsolicited=unsolicited, reply=self._encode(reply, framing))
 
     def _answer_error(self, error: NeDecodeError) -> SessionOutput:
         if isinstance(error, FrameError):
@@ -357,12 +371,13 @@ class NeweraSession:
         command = frame.command
         if command.mnemonic is Mnemonic.STOP:
             return self._do_stop(command.argument, pretended)
-        handler = self._handlers().get(command.mnemonic)
+        handler = self._handlers.get(command.mnemonic)
         if handler is None:
             raise _RefusedError(NeErrorCode.NOT_APPLICABLE)
         return handler(command.argument)
 
-    def _handlers(self) -> dict[Mnemonic, Callable[[str], str]]:
+    def _handler_table(self) -> dict[Mnemonic, Callable[[str], str]]:
+        """What carries out each command (built once, in ``__init__``)."""
         return {
             Mnemonic.STATUS: self._do_status,
             Mnemonic.DIAMETER: self._do_diameter,
@@ -552,6 +567,11 @@ class NeweraSession:
         if not argument:
             return str(self._address)
         raise _RefusedError(NeErrorCode.NOT_APPLICABLE)
+
+
+def _is_safe_mode(snapshot: PumpSnapshot) -> bool:
+    """A pump is in safe mode while its watchdog is requested (``SAF<n>``, n > 0)."""
+    return snapshot.watchdog_requested_s > 0
 
 
 def _number(text: str) -> Decimal:

@@ -12,6 +12,7 @@ Framing (CR, STX/ETX, safe-mode length and CRC) is :mod:`protocol.newera.framing
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from protocol.newera.constants import (
@@ -42,10 +43,29 @@ COMMAND_ARGUMENT_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F)) - frozense
 REPLY_DATA_CHARS = frozenset(chr(c) for c in range(0x20, 0x7F))
 
 _DIGITS = frozenset("0123456789")
-#: Non-empty mnemonics, longest first, so that matching a command text takes the longest one.
-_MNEMONICS_LONGEST_FIRST = tuple(
-    sorted((m for m in Mnemonic if m.value), key=lambda m: len(m.value), reverse=True)
+#: Status characters and their members (a dict lookup is cheaper than ``NeStatus(char)``).
+_STATUS_BY_CHAR = {status.value: status for status in NeStatus}
+#: Non-empty mnemonics by their text.
+_MNEMONIC_BY_TEXT = {m.value: m for m in Mnemonic if m.value}
+#: The lengths of the non-empty mnemonics, longest first, so that matching a command text takes
+#: the longest one (two mnemonics of one length cannot both start a text).
+_MNEMONIC_LENGTHS_LONGEST_FIRST = tuple(
+    sorted({len(text) for text in _MNEMONIC_BY_TEXT}, reverse=True)
 )
+
+
+def _charset_re(chars: frozenset[str]) -> re.Pattern[str]:
+    """A pattern that fully matches the strings made only of ``chars`` (the same test as
+    ``not set(text) - chars``, done in C)."""
+    return re.compile("[" + re.escape("".join(sorted(chars))) + "]*")
+
+
+_COMMAND_ARGUMENT_RE = _charset_re(COMMAND_ARGUMENT_CHARS)
+_REPLY_DATA_RE = _charset_re(REPLY_DATA_CHARS)
+#: A reply payload of printable bytes only (the bytes of :data:`REPLY_DATA_CHARS`).
+_REPLY_PAYLOAD_BYTES_RE = re.compile(_REPLY_DATA_RE.pattern.encode("ascii"))
+#: What a pump strips from a received command: spaces and control characters.
+_STRIPPED_COMMAND_BYTES = bytes(range(0x21)) + b"\x7f"
 
 
 def _check_address(address: object) -> None:
@@ -61,8 +81,9 @@ def _match_mnemonic(rest: str) -> Mnemonic | None:
     """The mnemonic ``rest`` (command text after the address) starts with, longest first."""
     if not rest:
         return Mnemonic.STATUS
-    for mnemonic in _MNEMONICS_LONGEST_FIRST:
-        if rest.startswith(mnemonic.value):
+    for length in _MNEMONIC_LENGTHS_LONGEST_FIRST:
+        mnemonic = _MNEMONIC_BY_TEXT.get(rest[:length])
+        if mnemonic is not None:
             return mnemonic
     return None
 
@@ -83,22 +104,24 @@ class Command:
     address: int | None = None
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "mnemonic", Mnemonic(self.mnemonic))
-        except ValueError:
-            raise MessageValueError(f"unknown mnemonic: {self.mnemonic!r}") from None
+        if type(self.mnemonic) is not Mnemonic:  # a member passes as it is: Mnemonic(m) is m
+            try:
+                object.__setattr__(self, "mnemonic", Mnemonic(self.mnemonic))
+            except ValueError:
+                raise MessageValueError(f"unknown mnemonic: {self.mnemonic!r}") from None
         if self.address is not None:
             _check_address(self.address)
         if not isinstance(self.argument, str):
             raise MessageValueError(f"argument must be a str: {self.argument!r}")
-        bad = set(self.argument) - COMMAND_ARGUMENT_CHARS
-        if bad:
+        if _COMMAND_ARGUMENT_RE.fullmatch(self.argument) is None:
+            bad = set(self.argument) - COMMAND_ARGUMENT_CHARS
             raise MessageValueError(
                 f"argument holds characters the pump would strip or change: {sorted(bad)!r}"
             )
-        if _match_mnemonic(self.mnemonic.value + self.argument) is not self.mnemonic:
+        mnemonic_text = self.mnemonic.value
+        if _match_mnemonic(mnemonic_text + self.argument) is not self.mnemonic:
             raise MessageValueError(
-                f"{self.mnemonic.value!r} + {self.argument!r} reads back as another command"
+                f"{mnemonic_text!r} + {self.argument!r} reads back as another command"
             )
         if len(self.text) > MAX_COMMAND_TEXT_LENGTH:
             raise MessageValueError(f"command text longer than {MAX_COMMAND_TEXT_LENGTH}")
@@ -118,7 +141,7 @@ class Command:
 def normalize_command_bytes(data: bytes) -> bytes:
     """What a pump keeps of a received command: spaces and control characters (0x00-0x20, 0x7F)
     removed, ASCII letters upper-cased.  Bytes 0x80-0xFF are kept (and make it unrecognised)."""
-    return bytes(b for b in data if 0x20 < b != 0x7F).upper()
+    return bytes(data).translate(None, _STRIPPED_COMMAND_BYTES).upper()
 
 
 def parse_command_text(data: bytes) -> Command:
@@ -168,12 +191,13 @@ class Reply:
 
     def __post_init__(self) -> None:
         _check_address(self.address)
+        # A member passes as it is (``NeStatus(s) is s``); anything else is looked up.
         try:
-            if self.status is not None:
+            if self.status is not None and type(self.status) is not NeStatus:
                 object.__setattr__(self, "status", NeStatus(self.status))
-            if self.alarm is not None:
+            if self.alarm is not None and type(self.alarm) is not NeAlarm:
                 object.__setattr__(self, "alarm", NeAlarm(self.alarm))
-            if self.error is not None:
+            if self.error is not None and type(self.error) is not NeErrorCode:
                 object.__setattr__(self, "error", NeErrorCode(self.error))
         except ValueError as error:
             raise MessageValueError(str(error)) from None
@@ -185,8 +209,8 @@ class Reply:
             raise MessageValueError("an error reply carries no other data")
         if not isinstance(self.data, str):
             raise MessageValueError(f"data must be a str: {self.data!r}")
-        bad = set(self.data) - REPLY_DATA_CHARS
-        if bad:
+        if _REPLY_DATA_RE.fullmatch(self.data) is None:
+            bad = set(self.data) - REPLY_DATA_CHARS
             raise MessageValueError(f"data holds non-printable characters: {sorted(bad)!r}")
         if self.data.startswith(ERROR_PREFIX):
             raise MessageValueError(
@@ -219,7 +243,7 @@ def parse_reply_payload(payload: bytes) -> Reply:
     """
     if not MIN_REPLY_PAYLOAD_LENGTH <= len(payload) <= MAX_REPLY_PAYLOAD_LENGTH:
         raise PayloadError(f"reply payload of {len(payload)} bytes", raw=payload)
-    if any(not 0x20 <= b < 0x7F for b in payload):
+    if _REPLY_PAYLOAD_BYTES_RE.fullmatch(payload) is None:
         raise PayloadError("reply payload holds a non-printable byte", raw=payload)
     text = payload.decode("ascii")
     address_text = text[:REPLY_ADDRESS_DIGITS]
@@ -230,7 +254,9 @@ def parse_reply_payload(payload: bytes) -> Reply:
     try:
         if rest.startswith(ALARM_PREFIX):
             return Reply(address, alarm=NeAlarm(rest))
-        status = NeStatus(rest[0])
+        status = _STATUS_BY_CHAR.get(rest[0])
+        if status is None:
+            status = NeStatus(rest[0])  # not a status: raises the ValueError caught below
         data = rest[1:]
         if data.startswith(ERROR_PREFIX):
             return Reply(address, status, error=NeErrorCode(data))

@@ -9,9 +9,10 @@ from decimal import Decimal
 
 from protocol.newera.constants import VolumeUnit
 from protocol.newera.errors import MessageValueError, PayloadError
-from protocol.newera.quantities import Number, exact_value, format_display_number, parse_number
+from protocol.newera.quantities import Number, format_display_number_in, parse_number
 
 _DISPENSED_RE = re.compile(r"I(?P<inf>[0-9.]+)W(?P<wdr>[0-9.]+)(?P<unit>UL|ML)")
+_FIRMWARE_RE = re.compile(r"[0-9]+\.[0-9]+")
 _VERSION_RE = re.compile(
     r"NE(?P<model>[0-9]{1,9})(?:X(?P<upgrade>[0-9]{0,9}))?V(?P<firmware>[0-9]+\.[0-9]+)"
 )
@@ -52,9 +53,8 @@ def format_dispensed(infused_ml: Number, withdrawn_ml: Number, unit: VolumeUnit)
 
     :raises UnrepresentableNumberError: a volume does not fit the field in ``unit``.
     """
-    unit_ml = exact_value(unit.ml)
-    infused = format_display_number(exact_value(infused_ml) / unit_ml)
-    withdrawn = format_display_number(exact_value(withdrawn_ml) / unit_ml)
+    infused = format_display_number_in(infused_ml, unit.ml)
+    withdrawn = format_display_number_in(withdrawn_ml, unit.ml)
     return f"I{infused}W{withdrawn}{unit.value}"
 
 
@@ -72,7 +72,7 @@ class FirmwareVersion:
     def __post_init__(self) -> None:
         if self.model < 0 or self.upgrade < 0:
             raise MessageValueError(f"negative model or upgrade: {self!r}")
-        if re.fullmatch(r"[0-9]+\.[0-9]+", self.firmware) is None:
+        if _FIRMWARE_RE.fullmatch(self.firmware) is None:
             raise MessageValueError(f"firmware must be <digits>.<digits>: {self.firmware!r}")
 
 

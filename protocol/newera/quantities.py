@@ -37,6 +37,11 @@ _FIELD_LIMIT = 10**MAX_NUMBER_DIGITS
 _NUMBER_RE = re.compile(r"(?P<int>[0-9]*)(?:\.(?P<frac>[0-9]*))?")
 _QUANTITY_RE = re.compile(r"(?P<number>[0-9.]+)(?P<unit>[A-Z]*)")
 
+#: ``10**decimals`` for every number of decimals the field can keep.
+_POWERS_OF_TEN = tuple(10**decimals for decimals in range(MAX_NUMBER_DECIMALS + 1))
+#: :func:`number_resolution` for every number of decimals the field can keep.
+_RESOLUTIONS = tuple(Decimal(1).scaleb(-decimals) for decimals in range(MAX_NUMBER_DECIMALS + 1))
+
 #: In a tie of resolution (which only happens when both units show the same digits, hence the
 #: same value), prefer the µL unit, as nesp-lib does.
 _RATE_UNIT_PREFERENCE = (
@@ -45,6 +50,11 @@ _RATE_UNIT_PREFERENCE = (
     RateUnit.ML_PER_MIN,
     RateUnit.ML_PER_H,
 )
+#: The units of :data:`_RATE_UNIT_PREFERENCE`, each with one of it in mL/h as an exact ratio.
+_RATE_UNIT_RATIOS = tuple(
+    (unit, *unit.ml_per_h.as_integer_ratio()) for unit in _RATE_UNIT_PREFERENCE
+)
+_THRESHOLD_RATIO = VOLUME_UNIT_DIAMETER_THRESHOLD_MM.as_integer_ratio()
 
 
 def exact_value(value: Number) -> Fraction:
@@ -52,46 +62,86 @@ def exact_value(value: Number) -> Fraction:
 
     :raises UnrepresentableNumberError: not a finite real number (NaN, infinite, bool, other type).
     """
+    numerator, denominator = _ratio(value)
+    return Fraction(numerator, denominator)
+
+
+def _ratio(value: Number) -> tuple[int, int]:
+    """:func:`exact_value` as ``(numerator, denominator)``, the denominator positive (not always
+    in lowest terms).  The field arithmetic below works on these two ints: it is exactly the
+    :class:`~fractions.Fraction` arithmetic, without building a fraction (and its gcd) per step.
+
+    :raises UnrepresentableNumberError: as :func:`exact_value`.
+    """
     if isinstance(value, bool):
         raise UnrepresentableNumberError(f"a bool is not a number: {value!r}")
     if isinstance(value, float):
         if not math.isfinite(value):
             raise UnrepresentableNumberError(f"not a finite number: {value!r}")
-        return Fraction(Decimal(repr(value)))
+        return Decimal(repr(value)).as_integer_ratio()
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise UnrepresentableNumberError(f"not a finite number: {value!r}")
-        return Fraction(value)
-    if isinstance(value, int | Fraction):
-        return Fraction(value)
+        return value.as_integer_ratio()
+    if isinstance(value, int):
+        return int(value), 1
+    if isinstance(value, Fraction):
+        return value.numerator, value.denominator
     raise UnrepresentableNumberError(f"not a number: {value!r}")
 
 
-def _truncate(value: Fraction) -> tuple[int, int]:
-    """Truncate a non-negative ``value < 10000`` to the field.
+def _in_unit(value: Number, unit_size: Decimal) -> tuple[int, int]:
+    """``value / unit_size`` as ``(numerator, denominator)``: a quantity (mL/h, mL) expressed
+    in a unit of ``unit_size`` (a positive exact decimal, one unit in mL/h or mL)."""
+    numerator, denominator = _ratio(value)
+    unit_numerator, unit_denominator = unit_size.as_integer_ratio()
+    return numerator * unit_denominator, denominator * unit_numerator
+
+
+def _decimals(numerator: int, denominator: int) -> int:
+    """How many digits after the point the field keeps for the non-negative value
+    ``numerator / denominator < 10000``: the integer part takes the rest of the 4 digits, 0
+    counting as one digit (``"0.999"``)."""
+    integer_digits = len(str(numerator // denominator))
+    return min(MAX_NUMBER_DECIMALS, MAX_NUMBER_DIGITS - integer_digits)
+
+
+def _truncate(numerator: int, denominator: int) -> tuple[int, int]:
+    """Truncate the non-negative value ``numerator / denominator < 10000`` to the field.
 
     :returns: ``(scaled, decimals)`` with the kept value ``scaled / 10**decimals``.
     """
-    integer_part = math.floor(value)
-    integer_digits = len(str(integer_part))  # 0 counts as one digit: "0.999"
-    decimals = min(MAX_NUMBER_DECIMALS, MAX_NUMBER_DIGITS - integer_digits)
-    return math.floor(value * 10**decimals), decimals
+    decimals = _decimals(numerator, denominator)
+    return numerator * _POWERS_OF_TEN[decimals] // denominator, decimals
 
 
-def _checked_field_value(value: Number) -> Fraction:
-    exact = exact_value(value)
-    if exact < 0:
-        raise UnrepresentableNumberError(f"negative: {value!r}")
-    if exact >= _FIELD_LIMIT:
-        raise UnrepresentableNumberError(f"more than {MAX_NUMBER_DIGITS} digits: {value!r}")
-    return exact
+def _checked_field_ratio(numerator: int, denominator: int, shown: object = None) -> tuple[int, int]:
+    """``numerator / denominator`` if the field can hold it; ``shown`` is the value the error
+    names (default: the fraction itself)."""
+    if numerator < 0:
+        raise UnrepresentableNumberError(f"negative: {_shown(numerator, denominator, shown)!r}")
+    if numerator >= _FIELD_LIMIT * denominator:
+        raise UnrepresentableNumberError(
+            f"more than {MAX_NUMBER_DIGITS} digits: {_shown(numerator, denominator, shown)!r}"
+        )
+    return numerator, denominator
+
+
+def _shown(numerator: int, denominator: int, shown: object) -> object:
+    return Fraction(numerator, denominator) if shown is None else shown
 
 
 def _digits(scaled: int, decimals: int) -> tuple[str, str]:
     if decimals == 0:
         return str(scaled), ""
-    integer, fraction = divmod(scaled, 10**decimals)
+    integer, fraction = divmod(scaled, _POWERS_OF_TEN[decimals])
     return str(integer), str(fraction).zfill(decimals)
+
+
+def _short_text(scaled: int, decimals: int) -> str:
+    integer, fraction = _digits(scaled, decimals)
+    fraction = fraction.rstrip("0")
+    return f"{integer}.{fraction}" if fraction else integer
 
 
 def format_number(value: Number) -> str:
@@ -102,13 +152,18 @@ def format_number(value: Number) -> str:
         below 0.001 (truncation would make it ``0``, which some commands read as special, e.g.
         ``VOL0`` = continuous).
     """
-    exact = _checked_field_value(value)
-    scaled, decimals = _truncate(exact)
-    if scaled == 0 and exact != 0:
-        raise UnrepresentableNumberError(f"too small, would truncate to 0: {value!r}")
-    integer, fraction = _digits(scaled, decimals)
-    fraction = fraction.rstrip("0")
-    return f"{integer}.{fraction}" if fraction else integer
+    numerator, denominator = _checked_field_ratio(*_ratio(value), value)
+    return _short_field_text(numerator, denominator, value)
+
+
+def _short_field_text(numerator: int, denominator: int, shown: object = None) -> str:
+    """:func:`format_number` of a checked ``numerator / denominator``."""
+    scaled, decimals = _truncate(numerator, denominator)
+    if scaled == 0 and numerator != 0:
+        raise UnrepresentableNumberError(
+            f"too small, would truncate to 0: {_shown(numerator, denominator, shown)!r}"
+        )
+    return _short_text(scaled, decimals)
 
 
 def format_display_number(value: Number) -> str:
@@ -119,8 +174,22 @@ def format_display_number(value: Number) -> str:
 
     :raises UnrepresentableNumberError: negative, NaN, infinite or ``>= 10000``.
     """
-    scaled, decimals = _truncate(_checked_field_value(value))
-    integer, fraction = _digits(scaled, decimals)
+    return _display_text(*_checked_field_ratio(*_ratio(value), value))
+
+
+def format_display_number_in(value: Number, unit_size: Decimal) -> str:
+    """:func:`format_display_number` of ``value / unit_size`` (exact): a quantity in mL/h or mL
+    shown in a unit of ``unit_size`` (one of :data:`~protocol.newera.constants.
+    RATE_UNIT_ML_PER_H` or :data:`~protocol.newera.constants.VOLUME_UNIT_ML`).
+
+    :raises UnrepresentableNumberError: as :func:`format_display_number` (naming the value in
+        the unit).
+    """
+    return _display_text(*_checked_field_ratio(*_in_unit(value, unit_size)))
+
+
+def _display_text(numerator: int, denominator: int) -> str:
+    integer, fraction = _digits(*_truncate(numerator, denominator))
     return f"{integer}.{fraction}"
 
 
@@ -130,8 +199,7 @@ def number_resolution(value: Number) -> Decimal:
 
     :raises UnrepresentableNumberError: as :func:`format_display_number`.
     """
-    _, decimals = _truncate(_checked_field_value(value))
-    return Decimal(1).scaleb(-decimals)
+    return _RESOLUTIONS[_decimals(*_checked_field_ratio(*_ratio(value), value))]
 
 
 def parse_number(text: str) -> Decimal:
@@ -205,25 +273,27 @@ def encode_rate(rate_ml_per_h: Number) -> EncodedRate:
         rather than sending a zero rate), or out of the range any unit can hold
         (below 0.001 µL/h, or 10000 mL/min and above).
     """
-    exact = exact_value(rate_ml_per_h)
-    if exact <= 0:
+    numerator, denominator = _ratio(rate_ml_per_h)
+    if numerator <= 0:
         raise UnrepresentableNumberError(f"a rate must be positive: {rate_ml_per_h!r} mL/h")
-    best: tuple[Fraction, RateUnit, int, int] | None = None
-    for unit in _RATE_UNIT_PREFERENCE:
-        unit_ml_per_h = Fraction(unit.ml_per_h)
-        in_unit = exact / unit_ml_per_h
-        if in_unit >= _FIELD_LIMIT:
+    # (step numerator, step denominator, unit, scaled, decimals) of the finest unit so far.
+    best: tuple[int, int, RateUnit, int, int] | None = None
+    for unit, unit_numerator, unit_denominator in _RATE_UNIT_RATIOS:
+        in_numerator = numerator * unit_denominator
+        in_denominator = denominator * unit_numerator
+        if in_numerator >= _FIELD_LIMIT * in_denominator:
             continue
-        scaled, decimals = _truncate(in_unit)
+        scaled, decimals = _truncate(in_numerator, in_denominator)
         if scaled == 0:
             continue
-        step_ml_per_h = unit_ml_per_h / 10**decimals
-        if best is None or step_ml_per_h < best[0]:
-            best = (step_ml_per_h, unit, scaled, decimals)
+        # The step in mL/h is unit / 10**decimals; compare the fractions cross-multiplied.
+        step_denominator = unit_denominator * _POWERS_OF_TEN[decimals]
+        if best is None or unit_numerator * best[1] < best[0] * step_denominator:
+            best = (unit_numerator, step_denominator, unit, scaled, decimals)
     if best is None:
         raise UnrepresentableNumberError(f"no rate unit can hold {rate_ml_per_h!r} mL/h")
-    _, unit, scaled, decimals = best
-    return EncodedRate(format_number(Fraction(scaled, 10**decimals)), unit)
+    _, _, unit, scaled, decimals = best
+    return EncodedRate(_short_text(scaled, decimals), unit)
 
 
 def format_rate(rate_ml_per_h: Number, unit: RateUnit) -> str:
@@ -232,8 +302,7 @@ def format_rate(rate_ml_per_h: Number, unit: RateUnit) -> str:
 
     :raises UnrepresentableNumberError: the rate does not fit the field in ``unit``.
     """
-    in_unit = exact_value(rate_ml_per_h) / Fraction(unit.ml_per_h)
-    return f"{format_display_number(in_unit)}{unit.value}"
+    return f"{format_display_number_in(rate_ml_per_h, unit.ml_per_h)}{unit.value}"
 
 
 def split_rate_argument(text: str) -> tuple[Decimal, RateUnit | None]:
@@ -269,8 +338,10 @@ def parse_rate(text: str) -> Decimal:
 def volume_unit_for_diameter(diameter_mm: Number) -> VolumeUnit:
     """The volume unit a pump uses for a syringe of inside diameter ``diameter_mm`` (mm): µL at
     or below 14.00 mm, mL above."""
-    threshold = Fraction(VOLUME_UNIT_DIAMETER_THRESHOLD_MM)
-    return VolumeUnit.UL if exact_value(diameter_mm) <= threshold else VolumeUnit.ML
+    numerator, denominator = _ratio(diameter_mm)
+    threshold_numerator, threshold_denominator = _THRESHOLD_RATIO
+    at_most = numerator * threshold_denominator <= threshold_numerator * denominator
+    return VolumeUnit.UL if at_most else VolumeUnit.ML
 
 
 def encode_volume(volume_ml: Number, unit: VolumeUnit) -> str:
@@ -280,10 +351,9 @@ def encode_volume(volume_ml: Number, unit: VolumeUnit) -> str:
 
     :raises UnrepresentableNumberError: not positive, or does not fit the field in ``unit``.
     """
-    exact = exact_value(volume_ml)
-    if exact <= 0:
+    if _ratio(volume_ml)[0] <= 0:
         raise UnrepresentableNumberError(f"a volume to dispense must be positive: {volume_ml!r}")
-    return format_number(exact / Fraction(unit.ml))
+    return _short_field_text(*_checked_field_ratio(*_in_unit(volume_ml, unit.ml)))
 
 
 def format_volume(volume_ml: Number, unit: VolumeUnit) -> str:
@@ -292,7 +362,7 @@ def format_volume(volume_ml: Number, unit: VolumeUnit) -> str:
 
     :raises UnrepresentableNumberError: does not fit the field in ``unit``.
     """
-    return f"{format_display_number(exact_value(volume_ml) / Fraction(unit.ml))}{unit.value}"
+    return f"{format_display_number_in(volume_ml, unit.ml)}{unit.value}"
 
 
 def parse_volume(text: str) -> Decimal:
