@@ -229,19 +229,7 @@ class WireRig:
         self.server: SimulatorServer = serve(self.model, protocol=protocol, listen=listen)
         try:
             self.config = self._config(arm, timeout_s, retries)
-            self._journal = Journal(state_dir)
-            self.driver = make_pump(
-                self.server.pump_url, defaults={"timeout_s": timeout_s, "retries": retries}
-            )
-            self.channel = Channel(
-                self.config.channels[0],
-                self.driver,
-                self._journal,
-                self.clock,
-                self.config.control,
-                pump_watchdog_s=self.pump_watchdog_s,
-                poll_interval_s=self.config.effective_poll_interval_s,
-            )
+            self.gateway_starts()
         except BaseException:
             self.close()
             raise
@@ -282,6 +270,27 @@ class WireRig:
         """Release the port, the journal and the server (safe to call twice)."""
         self.gateway_dies()
         self.server.close()
+
+    def gateway_starts(self) -> Channel:
+        """A gateway process starts on the rig's state directory and pump, as the daemon does:
+        the journal, a driver with the configured timeout and retries, the channel.  After
+        :meth:`gateway_dies`, this is the restart."""
+        control = self.config.control
+        self._journal = Journal(self.state_dir)
+        self.driver = make_pump(
+            self.server.pump_url,
+            defaults={"timeout_s": control.request_timeout_s, "retries": control.request_retries},
+        )
+        self.channel = Channel(
+            self.config.channels[0],
+            self.driver,
+            self._journal,
+            self.clock,
+            control,
+            pump_watchdog_s=self.pump_watchdog_s,
+            poll_interval_s=self.config.effective_poll_interval_s,
+        )
+        return self.channel
 
     def gateway_dies(self) -> None:
         """The gateway's process is gone (the pump is not): its port and journal are released

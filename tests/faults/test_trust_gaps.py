@@ -31,7 +31,6 @@ import pytest
 from fastapi.testclient import TestClient
 from pytest_mock import MockerFixture
 
-from drivers import make_pump
 from gateway.api import create_app
 from gateway.channel import Channel
 from gateway.config import build_config
@@ -207,24 +206,7 @@ def _restart_on_a_new_journal(rig: WireRig) -> Channel:
     rig.gateway_dies()
     for path in rig.state_dir.glob(f"{JOURNAL_FILENAME}*"):
         path.unlink()
-    rig._journal = Journal(rig.state_dir)
-    rig.driver = make_pump(
-        rig.server.pump_url,
-        defaults={
-            "timeout_s": rig.config.control.request_timeout_s,
-            "retries": rig.config.control.request_retries,
-        },
-    )
-    rig.channel = Channel(
-        rig.config.channels[0],
-        rig.driver,
-        rig.journal,
-        rig.clock,
-        rig.config.control,
-        pump_watchdog_s=rig.pump_watchdog_s,
-        poll_interval_s=rig.config.effective_poll_interval_s,
-    )
-    return rig.channel
+    return rig.gateway_starts()
 
 
 @ON_BOTH_WIRES
