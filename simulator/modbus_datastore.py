@@ -6,6 +6,9 @@ Modbus TCP or RTU.
 
 * **Reads are computed at request time** from one :meth:`PumpModel.snapshot`, so one read of the
   status block describes one instant of the model's (lazy, exact) time.
+* **The status block**, read every poll, is encoded straight from the snapshot's floats
+  (:meth:`PumpRegisters._status_words`): word for word what :func:`protocol.modbus.encode_status`
+  gives, and any value it refuses goes through ``encode_status`` itself, which raises as always.
 * **Function 23** (read/write multiple) is a :meth:`PumpRegisters.write` then a
   :meth:`PumpRegisters.read`, in that order (the server checks the read part first, so a refused
   request writes nothing): a poll that writes HEARTBEAT and reads the status block gets a block
@@ -30,9 +33,10 @@ Refusals are raised as :class:`protocol.modbus.RequestRefusedError` subclasses, 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Final
 
@@ -48,14 +52,19 @@ from protocol.modbus import (
     CommandCode,
     Identification,
     IllegalDataValueError,
+    Number,
     Reg,
     Register,
+    RegisterEncodeError,
     RegisterWrite,
     StatusBlock,
     as_decimal,
     counts_to_rate_ml_per_h,
     counts_to_volume_ml,
+    encode_alarms,
     encode_identification,
+    encode_last_command,
+    encode_state,
     encode_status,
     join_u32,
     validate_read,
@@ -63,6 +72,8 @@ from protocol.modbus import (
     volume_ml_to_counts,
 )
 from protocol.modbus.layout import BlockWriter
+from protocol.modbus.scaling import count_truncator
+from protocol.modbus.status import status_words
 from protocol.modbus.vendors import PROJECT_VENDOR_ID, SOFTWARE_PUMP_MODEL_ID
 from protocol.pump_state import PumpState
 from simulator.errors import SimulatorError
@@ -111,6 +122,41 @@ def simulator_identification(model: PumpModel) -> Identification:
     )
 
 
+# The status block is readable as a whole (validate_read raises here, at import, if the map ever
+# says otherwise), so a read of exactly that block, every poll, skips validate_read.
+validate_read(STATUS_SPAN.address, STATUS_SPAN.count)
+_STATUS_ADDRESS: Final = STATUS_SPAN.address
+_STATUS_COUNT: Final = STATUS_SPAN.count
+
+#: Recent float values whose counts each remembering status register keeps.
+_REMEMBERED_VALUES: Final = 16
+
+
+def _float_counts(register: Register) -> Callable[[Number], int]:
+    """:func:`count_truncator` of ``register``'s scale, remembering the counts of recent floats.
+
+    Only floats are remembered (``typed``): ``1 == 1.0 == True`` must not share an answer, as
+    ``True`` is refused.  A refusal is never remembered (``lru_cache`` keeps no exception).
+    """
+    truncate = count_truncator(register.scale)
+    remembered = functools.lru_cache(maxsize=_REMEMBERED_VALUES, typed=True)(truncate)
+
+    def counts(value: Number) -> int:
+        return remembered(value) if type(value) is float else truncate(value)
+
+    return counts
+
+
+# The setpoint, the measured rate and the VTBI repeat poll after poll: remembered.  The volumes
+# change at every poll while infusing, so remembering them would only cost (measured: 0.8 µs a
+# read), and they are truncated afresh.
+_rate_setpoint_counts: Final = _float_counts(Reg.RATE_SETPOINT_ECHO)
+_measured_rate_counts: Final = _float_counts(Reg.MEASURED_RATE)
+_vtbi_counts: Final = _float_counts(Reg.VTBI_ECHO)
+_vtbi_remaining_counts: Final = count_truncator(Reg.VTBI_REMAINING.scale)
+_volume_infused_counts: Final = count_truncator(Reg.VOLUME_INFUSED.scale)
+
+
 def _whole_seconds(seconds: float) -> int:
     """A model duration (s) as a u16 register value: rounded up, so a set watchdog never reads 0."""
     return min(U16_MAX, max(0, math.ceil(seconds)))
@@ -145,6 +191,14 @@ class PumpRegisters:
 
         Raises :class:`~protocol.modbus.RequestRefusedError` (exception 02 / 03) as the map says.
         """
+        if (
+            address == _STATUS_ADDRESS
+            and count == _STATUS_COUNT
+            and type(address) is int
+            and type(count) is int
+        ):  # the poll: validated at import
+            with self._lock:
+                return self._status_words(self._model.snapshot())
         registers = validate_read(address, count)
         block = registers[0].block  # blocks are separated by unmapped gaps: one read, one block
         span = _SPANS[block]
@@ -159,7 +213,7 @@ class PumpRegisters:
             return list(self._identification_words)
         snapshot = self._model.snapshot()
         if block is BlockId.STATUS:
-            return encode_status(self._status(snapshot))
+            return self._status_words(snapshot)
         writer = BlockWriter(_SPANS[block])
         if block is BlockId.SETPOINTS:
             writer.scaled(Reg.RATE_SETPOINT, snapshot.reported_rate_setpoint_ml_per_h)
@@ -171,7 +225,46 @@ class PumpRegisters:
             raise AssertionError(f"block {block} is not readable")
         return writer.words()
 
+    def _status_words(self, snapshot: PumpSnapshot) -> list[int]:
+        """The status block's words (lock held): exactly ``encode_status(self._status(snapshot))``,
+        which cost most of a poll's read.
+
+        Each value is computed as :meth:`_status` and :func:`encode_status` compute it, in their
+        order, so an error other than an encoding one is the one they raise first; the scaled
+        registers are truncated by :func:`count_truncator` (the steady ones remembered).  Any
+        encoding refusal goes the reference way, which raises it as always (register named).
+        """
+        try:
+            uptime_s = int(snapshot.reported_uptime_s) & U32_MAX
+            rate_setpoint = _rate_setpoint_counts(snapshot.reported_rate_setpoint_ml_per_h)
+            measured_rate = _measured_rate_counts(snapshot.measured_rate_ml_per_h)
+            vtbi = _vtbi_counts(snapshot.vtbi_ml)
+            vtbi_remaining = _vtbi_remaining_counts(snapshot.vtbi_remaining_ml)
+            volume_infused = _volume_infused_counts(snapshot.reported_volume_infused_ml)
+            watchdog_timeout_s = _whole_seconds(snapshot.watchdog_timeout_s)
+            state = encode_state(snapshot.state)
+            alarms = encode_alarms(snapshot.alarms)
+            last_command = encode_last_command(self._last_command)
+        except RegisterEncodeError:
+            return encode_status(self._status(snapshot))
+        return status_words(
+            state=state,
+            alarms=alarms,
+            rate_setpoint_counts=rate_setpoint,
+            measured_rate_counts=measured_rate,
+            vtbi_counts=vtbi,
+            vtbi_remaining_counts=vtbi_remaining,
+            volume_infused_counts=volume_infused,
+            watchdog_timeout_s=watchdog_timeout_s,
+            uptime_s=uptime_s,
+            heartbeat_echo=self._heartbeat,
+            last_command=last_command,
+            command_counter=self._command_counter,
+        )
+
     def _status(self, snapshot: PumpSnapshot) -> StatusBlock:
+        """The status block as :func:`encode_status` takes it: the reference for
+        :meth:`_status_words`, and the way any refusal is raised."""
         uptime_s = int(snapshot.reported_uptime_s) & U32_MAX
         return StatusBlock(
             state=snapshot.state,

@@ -22,7 +22,7 @@ from protocol.modbus.codes import (
 from protocol.modbus.layout import BlockWriter, field_offset
 from protocol.modbus.registers import STATUS_SPAN, Reg, Register, WireType
 from protocol.modbus.scaling import count_scaler
-from protocol.modbus.words import check_words
+from protocol.modbus.words import U16_MAX, check_words
 from protocol.pump_state import PumpAlarm, PumpState
 
 
@@ -142,3 +142,46 @@ def encode_status(status: StatusBlock) -> list[int]:
     writer.u16(Reg.LAST_COMMAND, encode_last_command(status.last_command))
     writer.u16(Reg.COMMAND_COUNTER, status.command_counter)
     return writer.words()
+
+
+def status_words(
+    *,
+    state: int,
+    alarms: int,
+    rate_setpoint_counts: int,
+    measured_rate_counts: int,
+    vtbi_counts: int,
+    vtbi_remaining_counts: int,
+    volume_infused_counts: int,
+    watchdog_timeout_s: int,
+    uptime_s: int,
+    heartbeat_echo: int,
+    last_command: int,
+    command_counter: int,
+) -> list[int]:
+    """The words of ``STATUS_SPAN`` from register values already encoded: the last step of
+    :func:`encode_status`, laid out by the same offsets, **without its checks**.
+
+    For a caller whose values fit their registers by construction (u16 fields 0..0xFFFF, u32
+    fields and counts 0..0xFFFFFFFF); anything else must go through :func:`encode_status`.
+    Why: the software pump answers every poll with this block, and ``encode_status``'s checks
+    and field look-ups cost more than the rest of its read (``docs/performance.md``).
+    """
+    words = [0] * STATUS_SPAN.count
+    words[_STATE] = state
+    words[_ALARMS], words[_ALARMS + 1] = alarms >> 16, alarms & U16_MAX
+    words[_RATE_SETPOINT] = rate_setpoint_counts >> 16
+    words[_RATE_SETPOINT + 1] = rate_setpoint_counts & U16_MAX
+    words[_MEASURED_RATE] = measured_rate_counts >> 16
+    words[_MEASURED_RATE + 1] = measured_rate_counts & U16_MAX
+    words[_VTBI], words[_VTBI + 1] = vtbi_counts >> 16, vtbi_counts & U16_MAX
+    words[_VTBI_REMAINING] = vtbi_remaining_counts >> 16
+    words[_VTBI_REMAINING + 1] = vtbi_remaining_counts & U16_MAX
+    words[_VOLUME_INFUSED] = volume_infused_counts >> 16
+    words[_VOLUME_INFUSED + 1] = volume_infused_counts & U16_MAX
+    words[_WATCHDOG_TIMEOUT] = watchdog_timeout_s
+    words[_UPTIME], words[_UPTIME + 1] = uptime_s >> 16, uptime_s & U16_MAX
+    words[_HEARTBEAT] = heartbeat_echo
+    words[_LAST_COMMAND] = last_command
+    words[_COMMAND_COUNTER] = command_counter
+    return words
