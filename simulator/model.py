@@ -215,6 +215,9 @@ class PumpModel:
             )
         self._lock = threading.RLock()
         self._advancing = False
+        #: The clock reading of the last whole advance, while nothing has changed since (None:
+        #: the next look advances in full).
+        self._settled_at: float | None = None
         self._clock = clock
         self._rng = rng if rng is not None else random.Random(0)
         self._max_rate = float(max_rate_ml_per_h)
@@ -399,7 +402,7 @@ class PumpModel:
         set while not pumping is kept over a power loss; one set while pumping is not (NE-1000).
         """
         with self._lock:
-            self._advance()
+            self._advance_to_change()
             if not _is_finite_number(rate_ml_per_h) or not (0.0 <= rate_ml_per_h <= self._max_rate):
                 self._latch(PumpAlarm.RATE_REFUSED, f"rate {rate_ml_per_h!r} mL/h refused")
                 self._note_state()
@@ -419,7 +422,7 @@ class PumpModel:
         While infusing it counts from now.  Negative, NaN or infinite: :class:`OutOfRangeError`.
         """
         with self._lock:
-            self._advance()
+            self._advance_to_change()
             if not _is_finite_number(volume_ml) or volume_ml < 0:
                 raise OutOfRangeError(
                     f"VTBI {volume_ml!r} mL refused: allowed 0 (continuous) or a finite volume > 0"
@@ -437,7 +440,7 @@ class PumpModel:
         already infusing changes nothing.
         """
         with self._lock:
-            self._advance()
+            self._advance_to_change()
             stopping = sorted(a.value for a in self._latched & STOPPING_ALARMS)
             if stopping:
                 raise NotApplicableError(
@@ -463,7 +466,7 @@ class PumpModel:
         While ``stop_refused`` is in force an infusing pump accepts it and keeps infusing.
         """
         with self._lock:
-            self._advance()
+            self._advance_to_change()
             if self._running is PumpState.PAUSED or self._refuses_stop():
                 return
             if self._running is not PumpState.INFUSING:
@@ -478,7 +481,7 @@ class PumpModel:
         While ``stop_refused`` is in force an infusing pump accepts it and keeps infusing.
         """
         with self._lock:
-            self._advance()
+            self._advance_to_change()
             if self._refuses_stop():
                 return
             self._commit()
@@ -492,7 +495,7 @@ class PumpModel:
         reservoir) stay latched.  An alarmed pump with no stopping alarm left reports STOPPED.
         """
         with self._lock:
-            self._advance()
+            self._advance_to_change()
             for alarm in sorted(self._latched, key=lambda a: a.value):
                 if not self._condition_present(alarm):
                     self._unlatch(alarm)
@@ -502,7 +505,7 @@ class PumpModel:
         """Zero the clearable totalizer ``volume_infused_ml`` (nothing else; a frozen reading of
         ``frozen_totalizer`` becomes 0 and stays frozen)."""
         with self._lock:
-            self._advance()
+            self._advance_to_change()
             self._commit()
             self._volume = 0.0
             self._frozen_volume = 0.0
@@ -515,7 +518,7 @@ class PumpModel:
         ``watchdog_not_held`` is in force it is accepted and remembered but not held.
         """
         with self._lock:
-            self._advance()
+            self._advance_to_change()
             if not _is_finite_number(timeout_s) or timeout_s < 0:
                 raise OutOfRangeError(
                     f"watchdog timeout {timeout_s!r} s refused: allowed 0 (off) or finite > 0"
@@ -530,13 +533,13 @@ class PumpModel:
         first call.  Feeding never clears COMM_TIMEOUT nor restarts the pump.
         """
         with self._lock:
-            self._advance()
+            self._advance_to_change()
             self._last_packet = self._t
 
     def refill(self, volume_ml: float) -> None:
         """Load a fresh reservoir holding ``volume_ml`` (0..capacity).  Not while infusing."""
         with self._lock:
-            self._advance()
+            self._advance_to_change()
             if not _is_finite_number(volume_ml) or not (0.0 <= volume_ml <= self._capacity):
                 raise OutOfRangeError(
                     f"refill {volume_ml!r} mL refused: allowed 0..{self._capacity:g} mL"
@@ -555,7 +558,7 @@ class PumpModel:
         alarms stop the pump.  Others: :class:`InvalidFaultError`.
         """
         with self._lock:
-            self._advance()
+            self._advance_to_change()
             self._inject(alarm)
 
     def clear_condition(self, alarm: PumpAlarm) -> None:
@@ -565,7 +568,7 @@ class PumpModel:
         nothing to do.
         """
         with self._lock:
-            self._advance()
+            self._advance_to_change()
             self._clear_condition(alarm)
 
     def power_loss(self) -> None:
@@ -576,7 +579,7 @@ class PumpModel:
         watchdog timer waits for the first valid packet again.  It never restarts by itself.
         """
         with self._lock:
-            self._advance()
+            self._advance_to_change()
             self._power_loss()
 
     def inject_fault(self, fault: FaultKind | str, value: float | None = None) -> None:
@@ -587,7 +590,7 @@ class PumpModel:
         """
         entry = _direct_entry(fault, FaultAction.INJECT, value)
         with self._lock:
-            self._advance()
+            self._advance_to_change()
             self._log(EventKind.FAULT, _describe(entry))
             self._apply_fault(entry)
             self._note_state()
@@ -597,7 +600,7 @@ class PumpModel:
         an inject-only kind).  Clearing a fault that is not in force changes nothing."""
         entry = _direct_entry(fault, FaultAction.CLEAR, None)
         with self._lock:
-            self._advance()
+            self._advance_to_change()
             self._log(EventKind.FAULT, _describe(entry))
             self._apply_fault(entry)
             self._note_state()
@@ -625,7 +628,7 @@ class PumpModel:
         """End every fault: conditions, lying-pump faults and line faults now, and drop every
         scheduled entry.  Latched alarms stay latched (:meth:`clear_alarms` is the host's)."""
         with self._lock:
-            self._advance()
+            self._advance_to_change()
             self._pending.clear()
             self._conditions.clear()
             self._lies.clear()
@@ -639,7 +642,7 @@ class PumpModel:
         delivered), the uptime and the clock on which fault-script times count, the event log.
         The watchdog timer waits for the first valid packet, as at power-up."""
         with self._lock:
-            self._advance()
+            self._advance_to_change()
             self._commit()
             self._running = PumpState.STOPPED
             self._rate = self._nonvolatile_rate = 0.0
@@ -665,7 +668,7 @@ class PumpModel:
         :class:`FaultScriptError` (nothing is scheduled).
         """
         with self._lock:
-            self._advance()
+            self._advance_to_change()
             elapsed = self._t - self._started
             for index, entry in enumerate(script.faults):
                 if entry.at_s < elapsed:
@@ -794,11 +797,20 @@ class PumpModel:
         return upcoming
 
     def _advance(self) -> None:
+        """Integrate up to the clock's time, processing due events (lock held).
+
+        Skipped when the clock has not moved since a whole advance that left nothing due and
+        nothing has changed since (:meth:`_advance_to_change` says so): a command's answer looks
+        at the model a dozen times at one instant, and each look would otherwise work out the
+        next event again."""
+        if self._clock.monotonic() == self._settled_at:
+            return
         if self._advancing:
             return  # re-entered from an event (e.g. a script entry setting a line fault)
         self._advancing = True
         try:
-            now = max(self._clock.monotonic(), self._t)
+            reading = self._clock.monotonic()
+            now = max(reading, self._t)
             while (upcoming := self._next_event()) is not None and upcoming[0] <= now:
                 time, priority = upcoming
                 self._t = max(self._t, time)
@@ -811,8 +823,15 @@ class PumpModel:
                     self._apply_entry(index, entry)
                 self._note_state()
             self._t = now
+            self._settled_at = reading
         finally:
             self._advancing = False
+
+    def _advance_to_change(self) -> None:
+        """:meth:`_advance` before a change to the model (lock held): the next look advances in
+        full, so an event the change makes due at this very instant is processed then."""
+        self._advance()
+        self._settled_at = None
 
     def _end_delivery(self) -> None:
         end = self._delivery_end()
