@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -43,3 +44,31 @@ def test_scaled_clock_refuses_bad_scale(scale: float) -> None:
 def test_all_clocks_satisfy_the_protocol() -> None:
     for clock in (SystemClock(), ScaledClock(2.0), ManualClock()):
         assert isinstance(clock, Clock)
+
+
+@pytest.mark.timeout(30)
+def test_manual_clock_readers_never_see_half_a_move() -> None:
+    """Reads take no lock: a reader sees the times before or after a move, never the monotonic
+    time of one and the wall offset of another."""
+    clock = ManualClock(start_monotonic=0.0, start_wall=1000.0)
+    done = threading.Event()
+    walls: set[float] = set()
+
+    def read() -> None:
+        while not done.is_set():
+            walls.add(clock.wall())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(20_000):
+            # Monotonic forward, then the wall stepped back as far: the wall is 1000 or 1000.5;
+            # a torn read would show 999.5 (a new offset on an old time) or 1001.
+            clock.advance(0.5)
+            clock.step_wall(-0.5)
+    finally:
+        done.set()
+        reader.join()
+    assert clock.monotonic() == 10_000.0
+    assert clock.wall() == 1000.0
+    assert walls <= {1000.0, 1000.5}
