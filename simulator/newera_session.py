@@ -137,6 +137,9 @@ _STATUS_FOR: Final = MappingProxyType(
 
 #: Settings the pump stores and echoes but this simulator does not act on, with the arguments
 #: each accepts.
+#: How many distinct whole command packets a session keeps decoded (see :meth:`NeweraSession.feed`).
+_KNOWN_PACKETS_MAX: Final = 64
+
 _STORED_SETTINGS: Final = MappingProxyType(
     {
         Mnemonic.POWER_FAIL: frozenset({"0", "1"}),
@@ -188,6 +191,9 @@ class NeweraSession:
         self._diameter_mm = Decimal(diameter_mm)
         self._volume_unit = volume_unit_for_diameter(self._diameter_mm)
         self._decoder = CommandStreamDecoder()
+        #: Whole packets seen before and what they decode to: a host polls with the same few
+        #: packets every cycle, and decoding is pure (a frame is immutable).
+        self._known_packets: dict[bytes, CommandFrame] = {}
         # The RAT unit last set, and the exact number set in it (for an exact readback).
         self._rate_unit = RateUnit.ML_PER_H
         self._rate_set: tuple[Decimal, RateUnit] | None = None
@@ -234,8 +240,27 @@ class NeweraSession:
     # ------------------------------------------------------------------ bytes in
 
     def feed(self, data: bytes) -> list[CommandItem]:
-        """Decode ``data`` (any chunk of the byte stream); the items of every frame it completed."""
-        return self._decoder.feed(data)
+        """Decode ``data`` (any chunk of the byte stream); the items of every frame it completed.
+
+        A chunk that is exactly one valid packet seen before, arriving on a clean line (nothing
+        pending), is not decoded again: the result would be the same frame."""
+        decoder = self._decoder
+        whole = isinstance(data, bytes) and not decoder.pending
+        if whole:
+            known = self._known_packets.get(data)
+            if known is not None:
+                return [known]
+        items = decoder.feed(data)
+        if (
+            whole
+            and len(items) == 1
+            and isinstance(frame := items[0], CommandFrame)
+            and frame.raw == data
+            and not decoder.pending
+            and len(self._known_packets) < _KNOWN_PACKETS_MAX
+        ):
+            self._known_packets[data] = frame
+        return items
 
     @property
     def pending(self) -> bytes:

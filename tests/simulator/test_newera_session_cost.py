@@ -14,10 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocol.clock import ManualClock
 from protocol.newera import Command, Framing, Mnemonic, ReplyFrame, decode_replies, encode_command
 from protocol.newera.constants import NeStatus
+from protocol.newera.framing import CommandStreamDecoder
 from simulator.model import PumpModel
 from simulator.newera_session import NeweraSession
 
@@ -70,3 +73,40 @@ def test_a_query_in_safe_mode_looks_at_the_model_once_per_need() -> None:
         assert model.calls == Counter(snapshot=3, events=2, feed_watchdog=1), mnemonic
         data = frame.reply.data
     assert data == "10.00MH"
+
+
+_PACKETS = [
+    _safe(Mnemonic.DISPENSED),
+    _safe(Mnemonic.RATE),
+    _safe(Mnemonic.RATE, "12.5MH"),
+    encode_command(Command(Mnemonic.VERSION, "", 0), Framing.BASIC),
+    b"\x02\x05garbage\x03",
+    b"\x00\xff",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(_PACKETS), max_size=12), st.data())
+def test_a_known_packet_is_not_decoded_again_and_decodes_the_same(
+    packets: list[bytes], data: st.DataObject
+) -> None:
+    """The session keeps whole packets it decoded (a host polls with the same few): whatever
+    the chunks the bytes come in, garbage and all, it yields what a fresh decoder yields."""
+    stream = b"".join(packets)
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(stream)), max_size=6)))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    chunks += packets  # and each packet again, whole, on a line left as the chunks left it
+    session = NeweraSession(PumpModel(ManualClock()))
+    reference = CommandStreamDecoder()
+    for chunk in chunks:
+        assert [repr(i) for i in session.feed(chunk)] == [repr(i) for i in reference.feed(chunk)]
+        assert session.pending == reference.pending
+
+
+def test_a_poll_packet_is_decoded_once() -> None:
+    session = NeweraSession(PumpModel(ManualClock()))
+    packet = _safe(Mnemonic.DISPENSED)
+    first = session.feed(packet)
+    again = session.feed(bytearray(packet))  # not a key: decoded, the same frame
+    assert session.feed(packet)[0] is first[0]  # kept
+    assert again == first
