@@ -409,6 +409,9 @@ def dump_state(state: CourseState) -> dict[str, Any]:
 
 _DAY_ADAPTER: Final = TypeAdapter(CourseDay)
 _TITERS_ADAPTER: Final = TypeAdapter(tuple[TiterRecord, ...])
+_LINK_ADAPTER: Final = TypeAdapter(LinkState)
+#: The fields :class:`StateText` encodes on their own (each spliced in where the rest says null).
+_SPLICED: Final = frozenset({"days", "titers", "link"})
 
 
 class StateText:
@@ -419,22 +422,38 @@ class StateText:
     The state holds every day and every titer of the course, so encoding all of it every cycle
     grew with the course; past days and titers do not change, so their text is reused.  It is
     spliced in where the state encoded without them says ``"days": null`` (``"titers": null``):
-    only a top-level key can read so (JSON escapes the quotes of any string that holds it).
+    only a top-level key can read so (JSON escapes the quotes of any string that holds it, and
+    no object inside the state has a key of those names).  The link changes every cycle and
+    the rest (the order, the alarms, the flags) seldom: the rest's text is kept while its
+    fields are the same objects or equal, and the link's is spliced in the same way.
     Used from one thread (the channel's cycle)."""
 
     def __init__(self) -> None:
         self._days: dict[int, tuple[CourseDay, str]] = {}
         self._titers: tuple[tuple[TiterRecord, ...], str] | None = None
+        self._rest: tuple[tuple[object, ...], str] | None = None
 
     def encode(self, state: CourseState) -> str:
-        data = _ADAPTER.dump_python(state, mode="json", exclude={"days", "titers"})
-        data["days"] = data["titers"] = None
         days = "[" + ", ".join(self._day_text(day) for day in state.days) + "]"
+        link = json.dumps(_LINK_ADAPTER.dump_python(state.link, mode="json"), sort_keys=True)
         return (
-            json.dumps(data, sort_keys=True)
+            self._rest_text(state)
             .replace('"titers": null', '"titers": ' + self._titers_text(state.titers), 1)
+            .replace('"link": null', '"link": ' + link, 1)
             .replace('"days": null', '"days": ' + days, 1)
         )
+
+    def _rest_text(self, state: CourseState) -> str:
+        """The state's text with ``null`` for each of :data:`_SPLICED`."""
+        fields_now = tuple(v for k, v in state.__dict__.items() if k not in _SPLICED)
+        kept = self._rest
+        if kept is not None and kept[0] == fields_now:
+            return kept[1]
+        data = _ADAPTER.dump_python(state, mode="json", exclude=set(_SPLICED))
+        data.update(dict.fromkeys(_SPLICED))
+        text = json.dumps(data, sort_keys=True)
+        self._rest = (fields_now, text)
+        return text
 
     def _day_text(self, day: CourseDay) -> str:
         kept = self._days.get(day.day)

@@ -80,7 +80,9 @@ def test_the_state_text_is_the_journal_encoding_of_the_state(
     state = rig.channel.course
     assert text.encode(state) == json.dumps(dump_state(state), sort_keys=True)
     # A string that reads like a slot is escaped: only the top-level keys are spliced.
-    tricky = evolve(state, alarms=(Alarm("x", 'said "days": null and "titers": null', 1.0),))
+    tricky = evolve(
+        state, alarms=(Alarm("x", 'said "days": null, "titers": null, "link": null', 1.0),)
+    )
     encoded = text.encode(tricky)
     assert encoded == json.dumps(dump_state(tricky), sort_keys=True)
     assert load_state(encoded) == tricky
