@@ -50,10 +50,11 @@ import contextlib
 import os
 import select
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import serial
 from pydantic import Field, field_validator
@@ -192,13 +193,40 @@ class _VtbiTrack:
     """VTBI_COMPLETE was reported and then cleared: do not report it again for this VTBI."""
 
 
+class SerialLink(Protocol):
+    """What the driver needs of a port: the part of pyserial's ``Serial`` it uses."""
+
+    timeout: float | None
+
+    @property
+    def in_waiting(self) -> int: ...
+
+    def read(self, size: int = 1) -> bytes: ...
+
+    def write(self, data: bytes, /) -> int | None: ...
+
+    def close(self) -> None: ...
+
+
 class NeweraDriver(PumpDriver):
-    """A New Era NE-1000 family syringe pump over RS-232 (a serial path) or TCP."""
+    """A New Era NE-1000 family syringe pump over RS-232 (a serial path) or TCP.
+
+    ``link``: open this instead of the URL's device (the simulator's in-process line,
+    :mod:`simulator.in_process`: the same bytes, answered on the caller's thread); the URL then
+    only names the pump.
+    """
 
     options_model = NeweraOptions
 
-    def __init__(self, url: PumpUrl | str, **overrides: object) -> None:
+    def __init__(
+        self,
+        url: PumpUrl | str,
+        *,
+        link: Callable[[], SerialLink] | None = None,
+        **overrides: object,
+    ) -> None:
         super().__init__(url, **overrides)
+        self._link = link
         self._port: Any = None
         #: A local serial port's file descriptor, read and written directly (see _read_chunk);
         #: None over TCP or with a wire recording.
@@ -230,7 +258,10 @@ class NeweraDriver(PumpDriver):
         options = self._opts
         url = self.url
         try:
-            if url.is_serial:
+            if self._link is not None:
+                self._port = self._link()
+                self._port.timeout = options.timeout_s
+            elif url.is_serial:
                 self._port = serial.serial_for_url(
                     url.path, baudrate=options.baud, timeout=options.timeout_s, exclusive=True
                 )
@@ -240,7 +271,11 @@ class NeweraDriver(PumpDriver):
                     f"socket://{host}:{url.port}", timeout=options.timeout_s
                 )
         except (serial.SerialException, OSError, ValueError) as exc:
-            hint = " (is another program or gateway using this pump?)" if url.is_serial else ""
+            hint = (
+                " (is another program or gateway using this pump?)"
+                if url.is_serial and self._link is None
+                else ""
+            )
             raise LinkLostError(f"{url.redacted()}: cannot open: {exc}{hint}") from exc
         if self._tap is not None:
             self._port = self._tap.attach(self._port)

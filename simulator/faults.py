@@ -86,6 +86,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from protocol.clock import Clock
 from simulator.errors import FaultScriptError, OutOfRangeError
 
 #: Longest reply delay a line fault may ask for, in simulated seconds.
@@ -454,3 +455,14 @@ class LineFaults:
             ):
                 return sent + sent
             return sent
+
+
+def reply_delay_real_s(line: LineFaults, clock: Clock) -> float:
+    """How long (real seconds) a transport holds each reply back: the line's simulated
+    ``reply_delay_s`` at the clock's time scale (a clock that only moves when told to, scale 0:
+    as many real seconds)."""
+    delay_s = line.reply_delay_s
+    if delay_s <= 0:
+        return 0.0
+    scale = clock.time_scale
+    return delay_s / scale if scale > 0 else delay_s

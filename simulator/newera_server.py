@@ -38,6 +38,7 @@ from typing import Final
 from protocol.newera import FirmwareVersion
 from protocol.newera.constants import SAFE_PACKET_GAP_S
 from simulator.byte_server import ByteServer
+from simulator.faults import reply_delay_real_s
 from simulator.model import PumpModel
 from simulator.newera_session import DEFAULT_DIAMETER_MM, DEFAULT_VERSION, NeweraSession
 
@@ -139,11 +140,8 @@ class NeweraSimulatorServer(ByteServer):
 
     def _wait_reply_delay(self) -> bool:
         """Wait the line's reply delay (real seconds); False when told to stop meanwhile."""
-        delay_s = self._model.line.reply_delay_s
-        if delay_s <= 0:
-            return True
-        scale = self._model.clock.time_scale
-        return self._wait_unless_closed(delay_s / scale if scale > 0 else delay_s)
+        delay_s = reply_delay_real_s(self._model.line, self._model.clock)
+        return delay_s <= 0 or self._wait_unless_closed(delay_s)
 
     def _tick(self) -> None:
         now = time.monotonic()

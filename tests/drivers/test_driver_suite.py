@@ -1,14 +1,15 @@
 """One driver suite, written once, run against every transport of the simulator.
 
-NE-1000 over a pty and over TCP, Modbus over TCP and RTU on a pty: the gateway cannot tell them
-apart, and neither can these tests.  When ``INFUSION_GATEWAY_TEST_PUMP_URL`` names a real pump, the
-tests that need no simulator control run against it too (``-m hardware`` selects only those).
+NE-1000 over a pty, over TCP and on the simulator's in-process line, Modbus over TCP and RTU on a
+pty: the gateway cannot tell them apart, and neither can these tests.  When
+``INFUSION_GATEWAY_TEST_PUMP_URL`` names a real pump, the tests that need no simulator control run
+against it too (``-m hardware`` selects only those).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -16,9 +17,11 @@ import pytest
 from drivers import make_pump
 from drivers.base import PumpDriver
 from drivers.errors import PumpRefusedError
+from drivers.newera import NeweraDriver, SerialLink
 from gateway.safety import check_rate
 from protocol.clock import ManualClock
 from protocol.pump_state import STOPPING_ALARMS, PumpAlarm, PumpState
+from simulator.in_process import InProcessNewera
 from simulator.model import PumpModel
 from simulator.server import SimulatorServer, serve
 
@@ -27,6 +30,7 @@ pytestmark = pytest.mark.timeout(30)
 TRANSPORTS = [
     ("newera", "pty"),
     ("newera", "tcp://127.0.0.1:0"),
+    ("newera", "in-process"),
     ("modbus", "tcp://127.0.0.1:0"),
     ("modbus", "pty"),
 ]
@@ -39,6 +43,13 @@ class Target:
     url: str
     clock: ManualClock | None = None
     model: PumpModel | None = None
+    #: The in-process line's opener (the driver's ``link``), or None over a wire.
+    link: Callable[[], SerialLink] | None = None
+
+    def driver(self) -> PumpDriver:
+        if self.link is not None:
+            return NeweraDriver(self.url, link=self.link, timeout_s=0.5, retries=1)
+        return make_pump(self.url, timeout_s=0.5, retries=1)
 
     def need_simulator(self) -> tuple[ManualClock, PumpModel]:
         if self.clock is None or self.model is None:
@@ -62,6 +73,13 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
         return
     clock = ManualClock()
     model = PumpModel(clock, max_rate_ml_per_h=PUMP_MAX_RATE_ML_PER_H, reservoir_ml=500.0)
+    if listen == "in-process":
+        line = InProcessNewera(model)
+        try:
+            yield Target(url=line.pump_url, clock=clock, model=model, link=line.open)
+        finally:
+            line.close()
+        return
     server: SimulatorServer = serve(model, protocol=protocol, listen=listen)
     try:
         yield Target(url=server.pump_url, clock=clock, model=model)
@@ -71,7 +89,7 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
 
 @pytest.fixture
 def pump(target: Target) -> Iterator[PumpDriver]:
-    driver = make_pump(target.url, timeout_s=0.5, retries=1)
+    driver = target.driver()
     try:
         driver.open()
         yield driver
