@@ -102,7 +102,7 @@ def _channels(sizes: Sizes) -> list[Figure]:
 
 
 def _course(sizes: Sizes) -> list[Figure]:
-    return [bench_course.course_speed_figure(runs=sizes.course_runs, dry_run=sizes.in_process)]
+    return bench_course.course_speed_figures(runs=sizes.course_runs, dry_run=sizes.in_process)
 
 
 def _journal(sizes: Sizes) -> list[Figure]:

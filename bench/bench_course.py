@@ -1,10 +1,12 @@
-"""A whole course through the demo (simulator over the real wire): time, cycles/s, journal, memory.
+"""A whole course through the demo (over the wire, or on the in-process line): time, cycles/s,
+journal, memory.
 
-python -m bench.bench_course [--protocol newera|modbus] [--arm flat|titer] [--days N]
+python -m bench.bench_course [--protocol newera|modbus] [--link wire|in-process]
+                             [--arm flat|titer] [--days N]
                              [--poll-interval-s S] [--no-tracemalloc]
 
 (from the repository's root; ``python -m bench`` reports the course speed from
-:func:`course_speed_figure`.)
+:func:`course_speed_figures`.)
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ import time
 import tracemalloc
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from bench import targets
 from bench.figures import Figure, Target
-from gateway.demo import DemoOptions, run_demo
+from gateway.demo import DEMO_LINKS, DemoLink, DemoOptions, run_demo
 from gateway.dosing import Arm, course_days_max
 from gateway.journal import JOURNAL_FILENAME
 from gateway.logs import configure_logging
@@ -63,25 +65,46 @@ def run_course(options: DemoOptions, *, trace_memory: bool = False) -> CourseRun
     return CourseRun(options, days, wall_s, journal_bytes, peak, summary)
 
 
-def course_speed_figure(*, runs: int, dry_run: bool = False) -> Figure:
-    """Simulated hours per wall second of the 7-day titer demo (median of ``runs``);
-    ``dry_run``: its first day only."""
+def course_speed_figures(*, runs: int, dry_run: bool = False) -> list[Figure]:
+    """Simulated hours per wall second of the 7-day titer demo (median of ``runs`` each; runs
+    alternate between the links): on the simulator's in-process line (the target's figure) and
+    over the pty (for comparison, no target).  ``dry_run``: the first day only."""
     options = DemoOptions(arm=Arm.TITER, days=1 if dry_run else None)
-    poll_s = options.poll_interval_s
-    courses = [run_course(options) for _ in range(runs)]
+    courses: dict[DemoLink, list[CourseRun]] = {link: [] for link in DEMO_LINKS}
+    for _ in range(runs):
+        for link in DEMO_LINKS:
+            courses[link].append(run_course(replace(options, link=link)))
+    return [
+        _speed_figure(courses["in-process"], runs, target=Target(">=", targets.COURSE_H_PER_S)),
+        _speed_figure(courses["wire"], runs, target=None),
+    ]
+
+
+_LINK_DOES: Final[dict[DemoLink, str]] = {
+    "in-process": (
+        "the NE-1000's bytes answered on the daemon's thread by the simulator's in-process line "
+        "(the same driver, codecs, controller and journal; no pty, no server thread)"
+    ),
+    "wire": "NE-1000 on a pty to the simulator's server thread, through pyserial",
+}
+
+
+def _speed_figure(courses: list[CourseRun], runs: int, *, target: Target | None) -> Figure:
+    options = courses[0].options
     wall_s = statistics.median(course.wall_s for course in courses)
     days = courses[0].days
+    suffix = "" if options.link == "in-process" else "_wire"
     return Figure(
-        key="course_simulated_h_per_s",
-        name=f"{days}-day titer course speed",
+        key=f"course_simulated_h_per_s{suffix}",
+        name=f"{days}-day titer course speed, {options.link}",
         unit="h/s",
         ours=days * DAY_S / SECONDS_PER_HOUR / wall_s,
         ours_does=(
-            f"infusion-gateway demo --arm titer: {days} simulated day{'s' if days > 1 else ''}, a "
-            f"{poll_s:g}-s poll, "
-            f"NE-1000 on a pty to the in-process simulator, in {wall_s:.2f} s wall"
+            f"infusion-gateway demo --arm titer --link {options.link}: {days} simulated "
+            f"day{'s' if days > 1 else ''}, a {options.poll_interval_s:g}-s poll, "
+            f"{_LINK_DOES[options.link]}, in {wall_s:.2f} s wall"
         ),
-        target=Target(">=", targets.COURSE_H_PER_S),
+        target=target,
         method=f"median wall time of {runs} run{'s' if runs > 1 else ''}",
     )
 
@@ -89,6 +112,7 @@ def course_speed_figure(*, runs: int, dry_run: bool = False) -> Figure:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--protocol", choices=["newera", "modbus"], default="newera")
+    parser.add_argument("--link", choices=list(DEMO_LINKS), default="wire")
     parser.add_argument("--arm", choices=["flat", "titer"], default="flat")
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--poll-interval-s", type=float, default=DemoOptions.poll_interval_s)
@@ -101,12 +125,16 @@ def main() -> None:
         DemoOptions(
             arm=Arm(args.arm),
             protocol=args.protocol,
+            link=args.link,
             days=args.days,
             poll_interval_s=args.poll_interval_s,
         ),
         trace_memory=not args.no_tracemalloc,
     )
-    print(f"{args.days}-day {args.arm} course over {args.protocol}: {course.wall_s:.1f} s real")
+    print(
+        f"{args.days}-day {args.arm} course over {args.protocol} ({args.link}): "
+        f"{course.wall_s:.1f} s real"
+    )
     print(
         f"control cycles: {course.cycles:,.0f} ({course.cycles / course.wall_s:,.0f}/s), "
         f"poll interval {args.poll_interval_s:g} simulated s; "

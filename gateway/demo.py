@@ -1,7 +1,10 @@
 """``infusion-gateway demo``: the whole product on the built-in simulator, in virtual time.
 
 The simulator runs in-process and is served over the real wire (NE-1000 on a pty, or Modbus
-TCP on loopback); the daemon drives it through the same driver a real pump would get.  Time is a
+TCP on loopback); the daemon drives it through the same driver a real pump would get.  With
+``link="in-process"`` (NE-1000 only) the driver's port is the simulator's in-process line
+(:mod:`simulator.in_process`): the same bytes, answered on the daemon's thread, no pty and no
+server thread, so a course runs about twice as fast (``bench/bench_course.py``).  Time is a
 shared manual clock that the daemon advances one poll interval per cycle, so a 3-day course
 takes seconds.  For the titer arm a virtual patient's morning titers are posted an hour before
 each day begins; a virtual operator acknowledges alarms after a while, as a nurse would.
@@ -15,10 +18,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from drivers.base import PumpDriver
+from drivers.newera import NeweraDriver
 from gateway.channel import ChannelState
-from gateway.config import build_config
+from gateway.config import GatewayConfig, build_config
 from gateway.daemon import Gateway
 from gateway.dosing import Arm, course_days_max
 from gateway.journal import Journal
@@ -26,16 +31,23 @@ from gateway.planner import DAY_S, SECONDS_PER_HOUR
 from gateway.timestamps import format_instant
 from gateway.virtual_patient import VirtualPatient
 from protocol.clock import ManualClock
+from simulator.in_process import InProcessNewera
 from simulator.model import PumpModel
-from simulator.server import load_scenario, serve
+from simulator.server import SimulatorServer, load_scenario, serve
 
 CHANNEL_ID = "demo"
+
+#: How the demo's daemon reaches its pump: over the wire, or on the simulator's in-process line.
+DemoLink = Literal["wire", "in-process"]
+DEMO_LINKS: tuple[DemoLink, ...] = ("wire", "in-process")
 
 
 @dataclass(frozen=True)
 class DemoOptions:
     arm: Arm = Arm.FLAT
     protocol: str = "newera"
+    #: "in-process": the NE-1000 on the simulator's in-process line (not for Modbus).
+    link: DemoLink = "wire"
     days: int | None = None
     faults: str | None = None
     weight_kg: float = 70.0
@@ -72,8 +84,13 @@ def _run(options: DemoOptions, state_dir: Path, progress: Progress | None) -> di
     )
     if options.faults:
         model.schedule(load_scenario(options.faults))
-    listen = "pty" if options.protocol == "newera" else "tcp://127.0.0.1:0"
-    server = serve(model, protocol=options.protocol, listen=listen)
+    if options.link == "in-process":
+        if options.protocol != "newera":
+            raise ValueError(f"link 'in-process': NE-1000 only, not {options.protocol!r}")
+        server: InProcessNewera | SimulatorServer = InProcessNewera(model)
+    else:
+        listen = "pty" if options.protocol == "newera" else "tcp://127.0.0.1:0"
+        server = serve(model, protocol=options.protocol, listen=listen)
     try:
         channel: dict[str, Any] = {
             "id": CHANNEL_ID,
@@ -104,7 +121,9 @@ def _run(options: DemoOptions, state_dir: Path, progress: Progress | None) -> di
             source="demo",
         )
         # Nothing else runs on the demo's loop: its one channel is stepped there directly.
-        gateway = Gateway(config, clock=clock, step_in_loop=True)
+        gateway = Gateway(
+            config, clock=clock, step_in_loop=True, driver_factory=_driver_factory(server, config)
+        )
         started = time.monotonic()
         driver = _DemoWorld(gateway, model, options, progress)
         asyncio.run(
@@ -124,6 +143,26 @@ def _run(options: DemoOptions, state_dir: Path, progress: Progress | None) -> di
 
         write_report(state_dir, [(format_for(options.report), options.report)])
     return summary
+
+
+def _driver_factory(
+    server: InProcessNewera | SimulatorServer, config: GatewayConfig
+) -> Callable[[str], PumpDriver] | None:
+    """The daemon's own drivers over the wire (None); on the in-process line, an NE-1000 driver
+    whose port is that line, with the request timeout and retries the daemon would give it."""
+    if not isinstance(server, InProcessNewera):
+        return None
+    control = config.control
+
+    def factory(url: str) -> PumpDriver:
+        return NeweraDriver(
+            url,
+            link=server.open,
+            timeout_s=control.request_timeout_s,
+            retries=control.request_retries,
+        )
+
+    return factory
 
 
 class _DemoWorld:

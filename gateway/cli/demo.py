@@ -16,6 +16,13 @@ from gateway.errors import InputError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arm", choices=[a.value for a in Arm], default=Arm.FLAT.value)
     parser.add_argument("--protocol", choices=["newera", "modbus"], default="newera")
+    parser.add_argument(
+        "--link",
+        choices=["wire", "in-process"],  # gateway.demo.DEMO_LINKS (not imported to parse)
+        default="wire",
+        help="wire: the pump over a pty (NE-1000) or TCP (Modbus), as a real one; in-process: "
+        "the NE-1000's bytes answered on the daemon's own thread (about twice as fast)",
+    )
     parser.add_argument("--days", type=int, help="stop after N days (default: the arm's course)")
     parser.add_argument(
         "--faults",
@@ -99,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.days is not None and not 1 <= args.days <= 7:
         raise InputError("--days", "a whole number from 1 to 7", args.days)
+    if args.link == "in-process" and args.protocol != "newera":
+        raise InputError("--link", "wire for a modbus pump (in-process: newera only)", args.link)
     if args.report is not None:  # refused before the run, not after it
         from gateway.report.output import check_output, format_for
 
@@ -108,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     options = DemoOptions(
         arm=Arm(args.arm),
         protocol=args.protocol,
+        link=args.link,
         days=args.days,
         faults=args.faults,
         weight_kg=args.weight_kg,

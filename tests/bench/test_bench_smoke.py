@@ -82,10 +82,20 @@ def test_course_figure_from_the_demos_runs(monkeypatch: pytest.MonkeyPatch) -> N
         return {"days": []}
 
     monkeypatch.setattr(bench_course, "run_demo", demo)
-    speed = bench_course.course_speed_figure(runs=2)
-    assert [(c.arm.value, c.days) for c in courses] == [("titer", None)] * 2
+    speed, over_wire = bench_course.course_speed_figures(runs=2)
+    # Alternating links, the whole titer course each time.
+    assert [(c.arm.value, c.days, c.link) for c in courses] == [
+        ("titer", None, "wire"),
+        ("titer", None, "in-process"),
+    ] * 2
+    assert speed.key == "course_simulated_h_per_s"
     assert speed.target == Target(">=", targets.COURSE_H_PER_S)
+    assert "--link in-process" in speed.ours_does
+    assert over_wire.key == "course_simulated_h_per_s_wire"
+    assert over_wire.target is None
+    assert "--link wire" in over_wire.ours_does
     assert speed.ours > 0
+    assert over_wire.ours > 0
     assert "median wall time of 2 runs" in speed.method
 
 
@@ -152,6 +162,7 @@ def test_python_m_bench_dry_run_prints_every_figure() -> None:
         "control_cycle_p50_2",
         "control_cycle_p99_2",
         "course_simulated_h_per_s",
+        "course_simulated_h_per_s_wire",
         "journal_mb_per_channel_day",
         "daemon_peak_rss_1",
     ]

@@ -1,4 +1,5 @@
-"""Whole courses end to end: the daemon drives the simulator over the real wire, in virtual time.
+"""Whole courses end to end: the daemon drives the simulator over the real wire (or its in-process
+line), in virtual time.
 
 Both arms, both protocols.  Each day's delivered volume is within 0.5 % of the prescription when
 nothing goes wrong, and the pump's own lifetime total agrees with the journal.
@@ -7,10 +8,11 @@ nothing goes wrong, and the pump's own lifetime total agrees with the journal.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gateway.demo import DemoOptions, run_demo
+from gateway.demo import DEMO_LINKS, DemoOptions, run_demo
 from gateway.dosing import Arm
 
 pytestmark = pytest.mark.timeout(300)
@@ -51,3 +53,48 @@ def test_titer_course_end_to_end(protocol: str, tmp_path: Path) -> None:
         assert day["delivered_ml"] <= day["prescribed_ml"] * 1.0001 + 0.01
     assert summary["alarms"] == []
     assert summary["max_commanded_rate_ml_per_h"] <= 28.0
+
+
+def _outcome(summary: dict[str, Any]) -> tuple[object, ...]:
+    """What a course did: each day's numbers, the alarms and when, the pump's own total."""
+    return (
+        summary["days"],
+        summary["alarms"],
+        summary["lifetime_volume_infused_ml"],
+        summary["max_commanded_rate_ml_per_h"],
+        summary["final_state"],
+    )
+
+
+@pytest.mark.parametrize(("days", "faults"), [(2, None)])
+def test_the_in_process_line_runs_the_same_course_as_the_wire(
+    days: int, faults: str | None, tmp_path: Path
+) -> None:
+    """The demo on the simulator's in-process line is the same course, number for number, as
+    over the pty: the same bytes (tests/simulator/test_in_process_link.py), the same clock."""
+    outcomes = [
+        _outcome(
+            run_demo(
+                DemoOptions(
+                    arm=Arm.TITER,
+                    link=link,
+                    days=days,
+                    faults=faults,
+                    state_dir=tmp_path / link,
+                )
+            )
+        )
+        for link in DEMO_LINKS
+    ]
+    assert outcomes[0][0]  # days were run
+    assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("faults", ["occlusion", "power_loss"])
+def test_the_in_process_line_runs_the_same_faulty_course_as_the_wire(
+    faults: str, tmp_path: Path
+) -> None:
+    # Not link_drop: its 0.5-s reply delay equals the request timeout, and whether a reply that
+    # late is in time depends on how the driver waits (docs/simulator.md, "The in-process line").
+    test_the_in_process_line_runs_the_same_course_as_the_wire(1, faults, tmp_path)
