@@ -128,6 +128,17 @@ validate_read(STATUS_SPAN.address, STATUS_SPAN.count)
 _STATUS_ADDRESS: Final = STATUS_SPAN.address
 _STATUS_COUNT: Final = STATUS_SPAN.count
 
+# A write of HEARTBEAT alone (a word in its range) is the one register write validate_write
+# accepts as it is (checked here, at import, at both ends of the range), so the poll's write,
+# every poll, skips validate_write.
+_HEARTBEAT_ADDRESS: Final = Reg.HEARTBEAT.address
+_HEARTBEAT_RANGE: Final = range(Reg.HEARTBEAT.minimum, Reg.HEARTBEAT.write_maximum + 1)
+for _word in (_HEARTBEAT_RANGE[0], _HEARTBEAT_RANGE[-1]):
+    if validate_write(_HEARTBEAT_ADDRESS, [_word], max_rate_ml_per_h=0.0) != (
+        RegisterWrite(register=Reg.HEARTBEAT, value=_word),
+    ):
+        raise RuntimeError(f"the register map no longer takes HEARTBEAT {_word} as it is")
+
 #: Recent float values whose counts each remembering status register keeps.
 _REMEMBERED_VALUES: Final = 16
 
@@ -291,6 +302,16 @@ class PumpRegisters:
         map or the pump refuses; nothing has changed then (except the advisory RATE_REFUSED
         alarm, latched when a RATE_SETPOINT above MAX_RATE is refused).
         """
+        if (
+            address == _HEARTBEAT_ADDRESS
+            and len(values) == 1
+            and type(word := values[0]) is int
+            and word in _HEARTBEAT_RANGE
+            and type(address) is int
+        ):  # the poll's write: what validate_write would return (checked at import)
+            with self._lock:
+                self._apply(RegisterWrite(register=Reg.HEARTBEAT, value=word))
+            return
         max_rate_ml_per_h = self._model.max_rate_ml_per_h
         try:
             writes = validate_write(address, values, max_rate_ml_per_h=max_rate_ml_per_h)

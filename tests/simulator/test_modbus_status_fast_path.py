@@ -16,6 +16,7 @@ and the smallest that do not, negatives, NaN, infinities, ints, bools and Decima
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from decimal import Decimal
@@ -37,6 +38,7 @@ from protocol.modbus import (
     encode_status,
     to_counts,
     validate_read,
+    validate_write,
 )
 from protocol.modbus.scaling import count_truncator
 from protocol.pump_state import PumpAlarm, PumpState
@@ -304,3 +306,45 @@ def test_a_read_near_the_status_block_is_refused_as_validate_read_refuses_it(
 def test_a_read_of_true_registers_is_a_read_of_one_as_before() -> None:
     registers = PumpRegisters(PumpModel(ManualClock()))
     assert registers.read(_ADDRESS, True) == registers.read(_ADDRESS, 1) == [1]  # STATE: STOPPED
+
+
+# --- the poll's write --------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.integers(-2, U16_MAX + 2),
+        st.sampled_from([True, False, 1.0, 0.5, None, "1"]),
+    ),
+    st.sampled_from([Reg.HEARTBEAT.address - 1, Reg.HEARTBEAT.address, Reg.HEARTBEAT.address + 1]),
+)
+def test_a_heartbeat_write_does_what_validate_write_says_or_refuses_as_it_does(
+    word: object, address: int
+) -> None:
+    registers = PumpRegisters(PumpModel(ManualClock()))
+    max_rate = registers.model.max_rate_ml_per_h
+    accepted = _outcome(
+        functools.partial(validate_write, max_rate_ml_per_h=max_rate), address, [word]
+    )
+    outcome = _outcome(registers.write, address, [word])
+    if accepted[0] == "error":
+        assert outcome == accepted  # the same refusal, word for word
+    else:
+        assert outcome == ("result", None)
+        if address == Reg.HEARTBEAT.address:
+            echo = registers.read(Reg.HEARTBEAT_ECHO.address, 1)
+            assert echo == [word]
+
+
+def test_a_new_heartbeat_feeds_the_pumps_watchdog_and_the_same_one_does_not() -> None:
+    clock = ManualClock()
+    model = PumpModel(clock)
+    registers = PumpRegisters(model)
+    registers.write(Reg.WATCHDOG_TIMEOUT.address, [10])
+    clock.advance(8.0)
+    registers.write(Reg.HEARTBEAT.address, [1])  # fed: 10 s from now
+    clock.advance(8.0)
+    registers.write(Reg.HEARTBEAT.address, [1])  # the same value: not fed
+    clock.advance(2.5)
+    assert PumpAlarm.COMM_TIMEOUT in model.snapshot().alarms
