@@ -11,7 +11,9 @@ The channel states and the transitions allowed between them are here too: a tran
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Final, TypeVar
@@ -346,10 +348,10 @@ class CourseState:
         """The rate ceiling in mL/h; 0 while there is no order (nothing may run)."""
         if self.order is None or self.weight_kg is None:
             return 0.0
-        return ceiling_ml_per_h(
+        return _ceiling_ml_per_h(
             self.weight_kg,
             self.order.ceiling_ml_per_kg_per_h,
-            concentration_mg_per_ml=self.order.concentration_mg_per_ml,
+            self.order.concentration_mg_per_ml,
         )
 
     def alarms_that_stop(self) -> tuple[Alarm, ...]:
@@ -365,6 +367,19 @@ class CourseState:
             if day.prescription is not None and day.prescription.titer_seq == seq:
                 return day.day
         return None
+
+
+@functools.lru_cache(maxsize=16)
+def _ceiling_ml_per_h(
+    weight_kg: float, ceiling_ml_per_kg_per_h: float, concentration_mg_per_ml: float
+) -> float:
+    """:func:`gateway.safety.ceiling_ml_per_h`, kept for the few inputs a gateway sees: a cycle
+    asks for the ceiling several times (deciding, the metrics, the projected shortfall), and
+    each time it would validate its three inputs again.  A pure function of its arguments; an
+    input it refuses raises every time (a refusal is not kept)."""
+    return ceiling_ml_per_h(
+        weight_kg, ceiling_ml_per_kg_per_h, concentration_mg_per_ml=concentration_mg_per_ml
+    )
 
 
 _Frozen = TypeVar("_Frozen", CourseState, LinkState, CourseDay)
@@ -412,6 +427,10 @@ _TITERS_ADAPTER: Final = TypeAdapter(tuple[TiterRecord, ...])
 _LINK_ADAPTER: Final = TypeAdapter(LinkState)
 #: The fields :class:`StateText` encodes on their own (each spliced in where the rest says null).
 _SPLICED: Final = frozenset({"days", "titers", "link"})
+#: A day's running totals, spliced into the rest of its text (as ``repr``, which is how JSON
+#: writes a finite float).  No object inside a day has keys of these names, and its own keys
+#: that sort before ``prescription`` come first.
+_DAY_SPLICED: Final = ("delivered_ml", "delivered_max_ml", "estimated_ml")
 
 
 class StateText:
@@ -425,13 +444,15 @@ class StateText:
     only a top-level key can read so (JSON escapes the quotes of any string that holds it, and
     no object inside the state has a key of those names).  The link changes every cycle and
     the rest (the order, the alarms, the flags) seldom: the rest's text is kept while its
-    fields are the same objects or equal, and the link's is spliced in the same way.
+    fields are the same objects or equal, and the link's is spliced in the same way; so is
+    today's: its running totals go into the text of the rest of the day.
     Used from one thread (the channel's cycle)."""
 
     def __init__(self) -> None:
         self._days: dict[int, tuple[CourseDay, str]] = {}
         self._titers: tuple[tuple[TiterRecord, ...], str] | None = None
         self._rest: tuple[tuple[object, ...], str] | None = None
+        self._day_shapes: dict[int, tuple[tuple[object, ...], str]] = {}
 
     def encode(self, state: CourseState) -> str:
         days = "[" + ", ".join(self._day_text(day) for day in state.days) + "]"
@@ -459,8 +480,28 @@ class StateText:
         kept = self._days.get(day.day)
         if kept is not None and (kept[0] is day or kept[0] == day):
             return kept[1]
-        text = json.dumps(_DAY_ADAPTER.dump_python(day, mode="json"), sort_keys=True)
+        text = self._day_shape(day)
+        for name in _DAY_SPLICED:
+            value = day.__dict__[name]
+            if type(value) is not float or not math.isfinite(value):
+                # Not a plain finite float: the whole day encoded as it always is.
+                text = json.dumps(_DAY_ADAPTER.dump_python(day, mode="json"), sort_keys=True)
+                break
+            text = text.replace(f'"{name}": null', f'"{name}": {value!r}', 1)
         self._days[day.day] = (day, text)
+        return text
+
+    def _day_shape(self, day: CourseDay) -> str:
+        """``day``'s text with ``null`` for each of :data:`_DAY_SPLICED` (the running totals,
+        which change every cycle): kept while the day's other fields are unchanged."""
+        fields_now = tuple(v for k, v in day.__dict__.items() if k not in _DAY_SPLICED)
+        kept = self._day_shapes.get(day.day)
+        if kept is not None and kept[0] == fields_now:
+            return kept[1]
+        data = _DAY_ADAPTER.dump_python(day, mode="json", exclude=set(_DAY_SPLICED))
+        data.update(dict.fromkeys(_DAY_SPLICED))
+        text = json.dumps(data, sort_keys=True)
+        self._day_shapes[day.day] = (fields_now, text)
         return text
 
     def _titers_text(self, titers: tuple[TiterRecord, ...]) -> str:
