@@ -445,7 +445,8 @@ class StateText:
     no object inside the state has a key of those names).  The link changes every cycle and
     the rest (the order, the alarms, the flags) seldom: the rest's text is kept while its
     fields are the same objects or equal, and the link's is spliced in the same way; so is
-    today's: its running totals go into the text of the rest of the day.
+    today's: its running totals go into the text of the rest of the day.  (A part equal to the
+    kept one keeps its text: ``-0.0`` where ``0.0`` was kept reads as ``0.0``, an equal state.)
     Used from one thread (the channel's cycle)."""
 
     def __init__(self) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.course_state import (
@@ -90,6 +92,37 @@ def test_the_state_text_is_the_journal_encoding_of_the_state(
     assert rig.journal.channel_state("bed1") == json.dumps(
         dump_state(rig.channel._journalled), sort_keys=True
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=0.0, allow_infinity=False) | st.sampled_from([0.0, 1e-7, 5e-324]),
+            # Not -0.0: it equals 0.0, so a day equal to the kept one keeps its text ("0.0").
+            st.floats(allow_nan=True).filter(lambda v: str(v) != "-0.0"),
+            st.floats(min_value=0.0, max_value=1e4),
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_todays_running_totals_spliced_in_read_as_the_whole_day_encoded(
+    totals: list[tuple[float, float, float]],
+) -> None:
+    """Today's totals change every cycle and go into the kept text of the rest of the day; any
+    float (a non-finite one: the whole day encoded as always) reads as the reference text."""
+    text = StateText()
+    state = CourseState(days=(CourseDay(1, 0.0, 0.0, notes=('"delivered_ml": null',)),))
+    for delivered_ml, delivered_max_ml, estimated_ml in totals:
+        day = evolve(
+            state.days[0],
+            delivered_ml=delivered_ml,
+            delivered_max_ml=delivered_max_ml,
+            estimated_ml=estimated_ml,
+        )
+        state = evolve(state, days=(day,))
+        assert text.encode(state) == json.dumps(dump_state(state), sort_keys=True)
 
 
 def test_the_kept_past_days_follow_a_weight_correction(make_rig: Callable[..., Rig]) -> None:
