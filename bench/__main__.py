@@ -15,6 +15,7 @@ only when a bench itself broke (its error is printed, the other figures still ar
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import subprocess
@@ -159,6 +160,11 @@ def run(sections: list[str], sizes: Sizes) -> tuple[list[Figure], list[str]]:
     broken: list[str] = []
     for section in sections:
         print(f"bench: {section} ...", file=sys.stderr, flush=True)
+        # What the sections before wrote (64 channels' journals, a day of polls) is flushed
+        # now, not by the kernel in the middle of this section's timings; and their garbage
+        # is collected now, not in this section's.
+        os.sync()
+        gc.collect()
         started = time.monotonic()
         try:
             figures += BENCHES[section](sizes)
