@@ -124,7 +124,8 @@ def _day_records(old: CourseState | None, new: CourseState) -> list[DayRecord]:
     before = {d.day: d for d in old.days} if old is not None else {}
     rows = []
     for day in new.days:
-        if before.get(day.day) == day:
+        old_day = before.get(day.day)
+        if old_day is day or old_day == day:  # a past day is the same object: no compare
             continue
         prescription = day.prescription
         rows.append(

@@ -58,6 +58,8 @@ class _ChannelSeries:
     """One channel's labelled series that every control cycle sets."""
 
     states: tuple[tuple[str, Gauge], ...]
+    #: rate, ceiling, day, prescribed, delivered, alarms, projected_shortfall, in that order.
+    values: tuple[Gauge, ...]
     rate: Gauge
     ceiling: Gauge
     day: Gauge
@@ -78,6 +80,8 @@ class GatewayMetrics:
         #: Per channel, the state and the active alarms the series show (they are set again
         #: only when that changes: a cycle that changes neither sets none of their series).
         self._state_shown: dict[str, str] = {}
+        #: Per channel, the values the per-cycle series show (see :meth:`update`).
+        self._values_shown: dict[str, tuple[float, ...]] = {}
         self._alarms_shown: dict[str, set[tuple[str, str]]] = {}
         self._channels: set[str] = set()
         r = self.registry
@@ -133,8 +137,10 @@ class GatewayMetrics:
             ["outcome"],
             registry=r,
         )
-        for outcome in CYCLE_OUTCOMES:  # both from the start: rate() sees the first failure
-            self.cycles.labels(outcome)
+        # Both from the start (rate() sees the first failure), looked up once: ok -> its child.
+        self._cycle_outcomes = {
+            outcome == "ok": self.cycles.labels(outcome) for outcome in CYCLE_OUTCOMES
+        }
         self.cycle_duration = Histogram(
             "infusion_gateway_cycle_duration_seconds",
             "Real seconds each control cycle took (every channel polled, decided and acted)",
@@ -221,7 +227,7 @@ class GatewayMetrics:
 
     def cycle_done(self, ok: bool, duration_s: float) -> None:
         """One control cycle ended: its outcome and how long it took (real seconds)."""
-        self.cycles.labels("ok" if ok else "failed").inc()
+        self._cycle_outcomes[ok].inc()
         self.cycle_duration.observe(max(duration_s, 0.0))
         self.cycle_seconds.set(duration_s)
 
@@ -246,14 +252,23 @@ class GatewayMetrics:
                 for state, child in series.states:
                     child.set(1.0 if current == state else 0.0)
                 self._state_shown[channel] = current
-            series.rate.set(snap["commanded_rate_ml_per_h"] or 0.0)
-            series.ceiling.set(snap["ceiling_ml_per_h"] or 0.0)
-            series.day.set(snap["day"])
             today = snap["days"][-1] if snap["days"] else None
-            series.prescribed.set(today["prescribed_ml"] if today else 0.0)
-            series.delivered.set(today["delivered_ml"] if today else 0.0)
-            series.alarms.set(len(snap["alarms"]))
-            series.projected_shortfall.set((today or {}).get("projected_shortfall_ml") or 0.0)
+            values = (
+                snap["commanded_rate_ml_per_h"] or 0.0,
+                snap["ceiling_ml_per_h"] or 0.0,
+                snap["day"],
+                today["prescribed_ml"] if today else 0.0,
+                today["delivered_ml"] if today else 0.0,
+                len(snap["alarms"]),
+                (today or {}).get("projected_shortfall_ml") or 0.0,
+            )
+            # Set only what changed (a set takes the series' lock): most cycles, the delivered
+            # volume and the projected shortfall.
+            shown = self._values_shown.get(channel)
+            for index, (gauge, value) in enumerate(zip(series.values, values, strict=True)):
+                if shown is None or shown[index] != value:
+                    gauge.set(value)
+            self._values_shown[channel] = values
             active = {(a["code"], str(a["stops"]).lower()) for a in snap["alarms"]}
             seen = self._alarms_seen.get(channel, set())
             if self._alarms_shown.get(channel) != active and (active or seen):
@@ -276,17 +291,31 @@ class GatewayMetrics:
         """The channel's per-cycle series, looked up once (``labels()`` takes a lock and
         builds a key each call: 19 calls per channel per cycle at 64 channels add up)."""
         self._add_channel(channel)
+        values = tuple(
+            metric.labels(channel)
+            for metric in (
+                self.rate,
+                self.ceiling,
+                self.day,
+                self.prescribed,
+                self.delivered,
+                self.alarms,
+                self.projected_shortfall,
+            )
+        )
+        rate, ceiling, day, prescribed, delivered, alarms, projected_shortfall = values
         series = _ChannelSeries(
             states=tuple(
                 (state.value, self.state.labels(channel, state.value)) for state in ChannelState
             ),
-            rate=self.rate.labels(channel),
-            ceiling=self.ceiling.labels(channel),
-            day=self.day.labels(channel),
-            prescribed=self.prescribed.labels(channel),
-            delivered=self.delivered.labels(channel),
-            alarms=self.alarms.labels(channel),
-            projected_shortfall=self.projected_shortfall.labels(channel),
+            values=values,
+            rate=rate,
+            ceiling=ceiling,
+            day=day,
+            prescribed=prescribed,
+            delivered=delivered,
+            alarms=alarms,
+            projected_shortfall=projected_shortfall,
             last_reply=self.last_reply.labels(channel),
             link=self.link.labels(channel),
         )
