@@ -369,7 +369,7 @@ class CourseState:
         return None
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=16, typed=True)
 def _ceiling_ml_per_h(
     weight_kg: float, ceiling_ml_per_kg_per_h: float, concentration_mg_per_ml: float
 ) -> float:

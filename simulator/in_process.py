@@ -32,7 +32,12 @@ from typing import Final
 from protocol.newera import FirmwareVersion
 from simulator.faults import reply_delay_real_s
 from simulator.model import PumpModel
-from simulator.newera_session import DEFAULT_DIAMETER_MM, DEFAULT_VERSION, NeweraSession
+from simulator.newera_session import (
+    DEFAULT_DIAMETER_MM,
+    DEFAULT_VERSION,
+    NeweraSession,
+    pump_url,
+)
 
 __all__ = ["IN_PROCESS_PATH", "InProcessNewera", "InProcessPort"]
 
@@ -66,16 +71,10 @@ class InProcessNewera:
         return self._model
 
     @property
-    def session(self) -> NeweraSession:
-        return self._session
-
-    @property
     def pump_url(self) -> str:
         """The pump URL the gateway's config names (``newera:///in-process``, with
         ``?address=N`` when the address is not 0); open it with :meth:`open` as the link."""
-        url = "newera://" + IN_PROCESS_PATH
-        address = self._session.address
-        return url if address == 0 else f"{url}?address={address}"
+        return pump_url("newera://" + IN_PROCESS_PATH, self._session.address)
 
     def open(self) -> InProcessPort:
         """A new connection to the pump (the driver's ``link``)."""

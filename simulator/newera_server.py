@@ -40,7 +40,12 @@ from protocol.newera.constants import SAFE_PACKET_GAP_S
 from simulator.byte_server import ByteServer
 from simulator.faults import reply_delay_real_s
 from simulator.model import PumpModel
-from simulator.newera_session import DEFAULT_DIAMETER_MM, DEFAULT_VERSION, NeweraSession
+from simulator.newera_session import (
+    DEFAULT_DIAMETER_MM,
+    DEFAULT_VERSION,
+    NeweraSession,
+    pump_url,
+)
 
 __all__ = ["POLL_INTERVAL_S", "NeweraSimulatorServer"]
 
@@ -103,8 +108,7 @@ class NeweraSimulatorServer(ByteServer):
         ``newera+tcp://127.0.0.1:<port>`` (with ``?address=N`` when the address is not 0)."""
         listening = self.listening
         prefix = "newera+" if listening.startswith("tcp://") else "newera://"
-        url = prefix + listening
-        return url if self.address == 0 else f"{url}?address={self.address}"
+        return pump_url(prefix + listening, self.address)
 
     # ------------------------------------------------------------------ the thread
 

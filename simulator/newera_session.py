@@ -167,6 +167,12 @@ class SessionOutput:
     """The reply proper; None when the pump stays silent (another pump's address)."""
 
 
+def pump_url(base: str, address: int) -> str:
+    """The pump URL a driver opens for the NE-1000 at ``address`` behind ``base`` (a scheme and
+    a path or host): ``base`` itself for address 0, the pump's default, else ``base?address=N``."""
+    return base if address == 0 else f"{base}?address={address}"
+
+
 class NeweraSession:
     """An NE-1000 serving ``model`` at ``address`` (0-99).  Not thread-safe: one transport
     thread drives it.

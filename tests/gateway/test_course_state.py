@@ -9,7 +9,14 @@ import pytest
 
 from gateway.cli.client import _one_problem
 from gateway.cli.run import config_from_args
-from gateway.course_state import STATE_VERSION, CourseState, StateError, dump_state, load_state
+from gateway.course_state import (
+    STATE_VERSION,
+    CourseState,
+    StateError,
+    _ceiling_ml_per_h,
+    dump_state,
+    load_state,
+)
 from gateway.errors import InputError
 
 
@@ -63,3 +70,11 @@ def test_run_with_config_refuses_order_flags_it_would_ignore(
     args = build_parser().parse_args(["run", "--config", str(config), *flag])
     with pytest.raises(InputError, match="--config: must be used alone"):
         config_from_args(args)
+
+
+def test_the_ceiling_memo_refuses_a_bool_after_the_equal_number() -> None:
+    """The ceiling is memoised per (weight, ceiling, concentration); ``True == 1.0`` and hashes
+    alike, so the memo must tell them apart, or a bool would borrow the number's answer."""
+    assert _ceiling_ml_per_h(70.0, 0.4, 1.0) == pytest.approx(28.0)  # 0.4 mL/kg/h x 70 kg
+    with pytest.raises(InputError, match="concentration_mg_per_ml"):
+        _ceiling_ml_per_h(70.0, 0.4, True)
