@@ -27,7 +27,7 @@ from gateway.channel import Channel, ChannelState
 from gateway.config import GatewayConfig
 from gateway.errors import ConfigError
 from gateway.journal import Journal, JournalCorruptError
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import ChannelReadings, GatewayMetrics
 from gateway.systemd import Notifier
 from protocol.clock import Clock, ManualClock, ScaledClock, SystemClock
 
@@ -183,6 +183,7 @@ class Gateway:
                 poll_interval_s=self.poll_interval_s,
                 adopt_config_order=adopt_config_order,
             )
+        self.metrics.read_channels_from(self._channel_readings)
         if config.time_scale != 1.0:
             log.warning(
                 "time_scale_active",
@@ -191,6 +192,16 @@ class Gateway:
                 pump_watchdog_s=config.effective_pump_watchdog_s,
                 message="SIMULATED TIME: for hardware-in-loop rigs only, never at a bedside",
             )
+
+    def _channel_readings(self) -> ChannelReadings:
+        """What the metrics show of the channels, read when they are scraped (on the API's
+        thread): each channel's last published cycle, the link judged against two poll
+        intervals on the gateway's clock now."""
+        return ChannelReadings(
+            gauges=[channel.gauges() for channel in self.channels.values()],
+            now_wall_s=self.clock.wall(),
+            link_horizon_s=2.0 * self.poll_interval_s,
+        )
 
     # -- one tick --------------------------------------------------------------------------
 
@@ -253,11 +264,6 @@ class Gateway:
         self.last_cycle_ok = ok
         self.last_cycle_real_s = time.monotonic() - started
         self.metrics.cycle_done(ok, self.last_cycle_real_s)
-        self.metrics.update(
-            [channel.gauges() for channel in self.channels.values()],
-            now_wall_s=self.clock.wall(),
-            link_horizon_s=2.0 * self.poll_interval_s,
-        )
         if self.publisher is not None:
             try:
                 self.publisher.after_cycle(self.snapshots(), self.clock.wall())

@@ -13,7 +13,8 @@ version only (never a weight, arm, titer, patient id or pump address).
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,17 @@ def link_up(snap: Mapping[str, Any], now_wall_s: float, horizon_s: float) -> boo
 
 
 @dataclass(frozen=True)
+class ChannelReadings:
+    """What the per-channel series are set from when the metrics are read: each channel's
+    gauges (:meth:`gateway.channel.Channel.gauges`), the gateway clock's wall time and the
+    link horizon (two poll intervals); see :meth:`GatewayMetrics.read_channels_from`."""
+
+    gauges: list[dict[str, Any]]
+    now_wall_s: float | None = None
+    link_horizon_s: float | None = None
+
+
+@dataclass(frozen=True)
 class _ChannelSeries:
     """One channel's labelled series that every control cycle sets."""
 
@@ -84,6 +96,10 @@ class GatewayMetrics:
         self._values_shown: dict[str, tuple[float, ...]] = {}
         self._alarms_shown: dict[str, set[tuple[str, str]]] = {}
         self._channels: set[str] = set()
+        #: Where :meth:`render` reads the channels (None: only what :meth:`update` was given).
+        self._channel_source: Callable[[], ChannelReadings] | None = None
+        #: One render at a time sets the series and reads them (two scrapes at once, say).
+        self._render_lock = threading.Lock()
         r = self.registry
         self.state = Gauge(
             "infusion_gateway_channel_state",
@@ -341,5 +357,21 @@ class GatewayMetrics:
         self._add_channel(channel)
         self.outbox_rejected_count.labels(channel).inc(n)
 
+    def read_channels_from(self, source: Callable[[], ChannelReadings]) -> None:
+        """Set the per-channel series from ``source()`` each time the metrics are read
+        (:meth:`render`), not after every control cycle: a cycle then spends nothing on them,
+        and a scrape shows the channels as their last cycle left them, with the link's age
+        judged at the time of the scrape.  ``source`` runs on the reader's thread: it must only
+        read what the cycles publish (:meth:`gateway.channel.Channel.gauges` does)."""
+        self._channel_source = source
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        with self._render_lock:
+            if self._channel_source is not None:
+                readings = self._channel_source()
+                self.update(
+                    readings.gauges,
+                    now_wall_s=readings.now_wall_s,
+                    link_horizon_s=readings.link_horizon_s,
+                )
+            return generate_latest(self.registry)

@@ -128,6 +128,29 @@ def test_last_reply_is_the_wall_time_of_the_last_good_poll(gateway: Gateway) -> 
     assert value(text, "infusion_gateway_pump_link_up", channel="bed1") == 1.0
 
 
+def test_channels_are_read_when_scraped_so_a_stalled_loop_shows_its_links_down(
+    gateway: Gateway, mocker: Any
+) -> None:
+    """The per-channel series are set from the channels' last published cycle when /metrics
+    is read, not by the cycle: a control loop that stops ticking leaves its pumps' links
+    judged against the time of the scrape, so they go down after two polls."""
+    ticks(gateway, 2)
+    channel = gateway.channels["bed1"]
+    gauges = mocker.spy(channel, "gauges")
+    asyncio.run(gateway.tick())  # a cycle reads none of the channel's gauges
+    assert gauges.call_count == 0
+    text = exposition(gateway)
+    assert gauges.call_count == 1
+    today = channel.snapshot()["days"][-1]
+    assert value(text, "infusion_gateway_day_delivered_ml", channel="bed1") == today["delivered_ml"]
+    assert value(text, "infusion_gateway_pump_link_up", channel="bed1") == 1.0
+
+    gateway.clock.advance(2 * POLL_S + 1.0)  # type: ignore[attr-defined]  # no tick runs
+    text = exposition(gateway)
+    assert value(text, "infusion_gateway_pump_link_up", channel="bed1") == 0.0
+    assert value(text, "infusion_gateway_day_delivered_ml", channel="bed1") == today["delivered_ml"]
+
+
 def test_link_is_down_without_a_reply_within_two_polls_or_when_link_lost() -> None:
     heard = {"state": "infusing", "last_good_poll_wall_s": 1000.0}
     assert link_up(heard, now_wall_s=1000.0 + 2 * POLL_S, horizon_s=2 * POLL_S)
