@@ -417,6 +417,20 @@ class LineFaults:
             self._sync()
             self._duplicate_probability = checked
 
+    @property
+    def clean(self) -> bool:
+        """True while the line has no fault at all (what :meth:`reset` leaves): a transport
+        then sends each reply at once and as it is, with one look at the line."""
+        with self._lock:
+            self._sync()
+            return not (
+                self._hang
+                or self._reply_delay_s
+                or self._garbage_probability
+                or self._corrupt_probability
+                or self._duplicate_probability
+            )
+
     def reset(self) -> None:
         """A clean line: no hang, no delay, no garbage, no corruption, no copies."""
         with self._lock:

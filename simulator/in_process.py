@@ -100,6 +100,11 @@ class InProcessNewera:
         for item in self._session.feed(data):
             output = self._session.answer(item)
             now = time.monotonic()
+            if line.clean:  # (after the answer: a scripted fault may have begun with it)
+                sent.extend((now, packet) for packet in output.unsolicited)
+                if output.reply is not None:
+                    sent.append((now, output.reply))
+                continue
             sent.extend((now, line.mangle(packet)) for packet in output.unsolicited)
             if output.reply is not None:
                 delay_s = reply_delay_real_s(line, self._model.clock)

@@ -384,12 +384,32 @@ class PumpModel:
         """Logged events with ``seq > since_seq``, oldest first (log: :data:`EVENT_LOG_LENGTH`)."""
         with self._lock:
             self._advance()
-            newer = []
-            for event in reversed(self._events):  # newest first: stop at the first one seen
-                if event.seq <= since_seq:
-                    break
-                newer.append(event)
-            return tuple(reversed(newer))
+            return self._events_after(since_seq)
+
+    def newest_event_seq(self) -> int:
+        """The ``seq`` of the newest logged event now (0: none yet): whether :meth:`events`
+        has anything after a ``seq`` already seen, without building a snapshot."""
+        with self._lock:
+            self._advance()
+            return self._event_seq
+
+    def look(self, since_seq: int = 0) -> tuple[PumpSnapshot, tuple[ModelEvent, ...]]:
+        """:meth:`snapshot` and :meth:`events` at one instant, in one look: what a transport
+        reads before and after each command (each look advances the model to the clock)."""
+        with self._lock:
+            return self.snapshot(), self._events_after(since_seq)
+
+    def _events_after(self, since_seq: int) -> tuple[ModelEvent, ...]:
+        """Logged events with ``seq > since_seq``, oldest first (lock held)."""
+        events = self._events
+        if not events or events[-1].seq <= since_seq:
+            return ()
+        newer = []
+        for event in reversed(events):  # newest first: stop at the first one seen
+            if event.seq <= since_seq:
+                break
+            newer.append(event)
+        return tuple(reversed(newer))
 
     # ------------------------------------------------------------------ commands
 

@@ -90,7 +90,7 @@ from protocol.newera.constants import (
 )
 from protocol.pump_state import STOPPING_ALARMS, PumpAlarm, PumpState
 from simulator.errors import NotApplicableError, OutOfRangeError
-from simulator.model import EventKind, PumpModel, PumpSnapshot
+from simulator.model import EventKind, ModelEvent, PumpModel, PumpSnapshot
 
 __all__ = [
     "DEFAULT_DIAMETER_MM",
@@ -300,16 +300,26 @@ class NeweraSession:
     def poll(self) -> list[bytes]:
         """Look for alarms that occurred; in safe mode, the alarm packets the pump sends on its
         own for them (they stay pending for the next reply).  Call it regularly."""
-        new = self._collect_alarms()
-        if not new or not self.safe_mode:
+        if self._model.newest_event_seq() == self._event_seq:
+            return []  # nothing happened since the last look (the common case)
+        snapshot, events = self._model.look(self._event_seq)
+        return self._alarm_packets(self._take_alarms(events), snapshot)
+
+    def _alarm_packets(self, new: list[NeAlarm], snapshot: PumpSnapshot) -> list[bytes]:
+        """In safe mode, the packets the pump sends on its own for the ``new`` alarms."""
+        if not new or not _is_safe_mode(snapshot):
             return []
         return [self._encode(Reply(self._address, alarm=alarm), Framing.SAFE) for alarm in new]
 
     def _collect_alarms(self) -> list[NeAlarm]:
         """Add NE alarms for the model's newly latched alarms to the pending set; return the
         ones that were not pending yet."""
+        return self._take_alarms(self._model.events(self._event_seq))
+
+    def _take_alarms(self, events: tuple[ModelEvent, ...]) -> list[NeAlarm]:
+        """:meth:`_collect_alarms` for ``events`` (the model's events after the last seen)."""
         new: list[NeAlarm] = []
-        for event in self._model.events(self._event_seq):
+        for event in events:
             self._event_seq = event.seq
             if event.kind is EventKind.ALARM and event.alarm is not None:
                 added = self._add_pending(event.alarm)
@@ -335,13 +345,17 @@ class NeweraSession:
             return SessionOutput()
         if item.framing is Framing.BASIC and self.safe_mode:
             return SessionOutput(reply=self._error_reply(NeErrorCode.BAD_PACKET))
-        self._model.feed_watchdog()
-        unsolicited = tuple(self.poll())
-        if not self._pending and self._model.snapshot().alarms & STOPPING_ALARMS:
+        model = self._model
+        model.feed_watchdog()
+        # One look before the command (alarms since the last, and the state) and one after it:
+        # each look costs the model a step of its clock.
+        snapshot, events = model.look(self._event_seq)
+        unsolicited = tuple(self._alarm_packets(self._take_alarms(events), snapshot))
+        if not self._pending and snapshot.alarms & STOPPING_ALARMS:
             # Every latched alarm has been reported once: on an NE-1000 that clears it
             # (docs/newera.md §5), so RUN works again.  One whose condition persists (an
             # occlusion still there) stays latched in the model, and RUN is still refused.
-            self._model.clear_alarms()
+            model.clear_alarms()
         pretended, self._pretended = self._pretended, None
         refused: NeErrorCode | None = None
         data = ""
@@ -353,23 +367,23 @@ class NeweraSession:
             refused = NeErrorCode.OUT_OF_RANGE
         except NotApplicableError:
             refused = NeErrorCode.NOT_APPLICABLE
-        self._collect_alarms()  # the command itself may have raised one (e.g. power loss script)
+        # After the command: the alarms it may have raised (e.g. a power-loss script), the
+        # status it leaves and the framing (a SAF command changes it).
+        snapshot, events = model.look(self._event_seq)
+        self._take_alarms(events)
+        framing = Framing.SAFE if _is_safe_mode(snapshot) else Framing.BASIC
         if self._pending:
             alarm = self._pending.pop(0)
-            self._model.clear_alarms()
+            model.clear_alarms()
             return SessionOutput(
                 unsolicited=unsolicited,
-                reply=self._encode(Reply(self._address, alarm=alarm), self.framing),
+                reply=self._encode(Reply(self._address, alarm=alarm), framing),
             )
-        # One look at the model after the command for both the status it leaves and the framing
-        # (a SAF command changes it): each look costs the model a step of its clock.
-        snapshot = self._model.snapshot()
         status = _STATUS_FOR[snapshot.state]
         if refused is None:
             reply = Reply(self._address, self._pretended or status, data=data)
         else:
             reply = Reply(self._address, status, error=refused)
-        framing = Framing.SAFE if _is_safe_mode(snapshot) else Framing.BASIC
         return SessionOutput(unsolicited=unsolicited, reply=self._encode(reply, framing))
 
     def _answer_error(self, error: NeDecodeError) -> SessionOutput:

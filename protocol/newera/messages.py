@@ -216,7 +216,13 @@ class Reply:
             raise MessageValueError(
                 f"data starting with {ERROR_PREFIX!r} is an error: {self.data!r}"
             )
-        if len(self.payload) > MAX_REPLY_PAYLOAD_LENGTH:
+        # len(self.payload), without building it: the address is two digits (checked above).
+        if self.alarm is not None:
+            length = REPLY_ADDRESS_DIGITS + len(self.alarm.value)
+        else:
+            tail = self.error.value if self.error is not None else self.data
+            length = REPLY_ADDRESS_DIGITS + 1 + len(tail)
+        if length > MAX_REPLY_PAYLOAD_LENGTH:
             raise MessageValueError(f"reply payload longer than {MAX_REPLY_PAYLOAD_LENGTH}")
 
     @property

@@ -22,6 +22,7 @@ from protocol.newera import (
     parse_command_text,
     parse_reply_payload,
 )
+from protocol.newera.constants import MAX_REPLY_PAYLOAD_LENGTH
 from protocol.pump_state import PumpAlarm
 
 # --- commands ---------------------------------------------------------------------------------
@@ -155,6 +156,23 @@ def test_ne_alarm_maps_onto_the_protocol_neutral_alarm(
 
 def test_every_ne_alarm_has_a_pump_alarm() -> None:
     assert set(NE_ALARM_TO_PUMP_ALARM) == set(NeAlarm)
+
+
+@given(
+    st.integers(0, 99),
+    st.sampled_from(NeStatus),
+    st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.", max_size=60),
+)
+def test_reply_length_limit_is_that_of_the_payload_it_sends(
+    address: int, status: NeStatus, data: str
+) -> None:
+    """The length check counts without building the payload: the same bound, to the byte."""
+    fits = len(str(address).zfill(2)) + 1 + len(data) <= MAX_REPLY_PAYLOAD_LENGTH
+    if fits:
+        assert len(Reply(address, status, data=data).payload) <= MAX_REPLY_PAYLOAD_LENGTH
+    else:
+        with pytest.raises(MessageValueError, match="payload longer than"):
+            Reply(address, status, data=data)
 
 
 @pytest.mark.parametrize(

@@ -120,3 +120,24 @@ def test_reset_gives_a_clean_line() -> None:
         0.0,
     )
     assert line.mangle(REPLY) == REPLY
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        ("hang", True),
+        ("reply_delay_s", 0.5),
+        ("garbage_probability", 0.1),
+        ("corrupt_probability", 0.1),
+        ("duplicate_probability", 0.1),
+    ],
+)
+def test_a_line_is_clean_only_without_any_fault(fault: tuple[str, object]) -> None:
+    """``clean`` lets a transport skip mangling and delaying: each fault alone makes it False."""
+    model = PumpModel(ManualClock())
+    assert model.line.clean
+    name, value = fault
+    setattr(model.line, name, value)
+    assert not model.line.clean
+    model.line.reset()
+    assert model.line.clean

@@ -1,10 +1,10 @@
 """What one NE-1000 command costs the model: every look at it steps the model's clock, and a
 7-day demo course sends two commands a minute for a week.
 
-The budget is what answering needs, no more: one watchdog feed, one look at the model's new
-events before the command (alarms to report) and one after it (alarms the command raised),
-the alarm look before the command, what the command itself reads, and one look after it for
-both the status it leaves and the framing of the reply.
+The budget is what answering needs, no more: one watchdog feed, one look at the model before
+the command (its new events: alarms to report; its state: alarms to clear), what the command
+itself reads, and one look after it (alarms the command raised, the status it leaves and the
+framing of the reply).  A look is one snapshot and one read of the event log.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from protocol.clock import ManualClock
 from protocol.newera import Command, Framing, Mnemonic, ReplyFrame, decode_replies, encode_command
 from protocol.newera.constants import NeStatus
 from protocol.newera.framing import CommandStreamDecoder
+from protocol.pump_state import PumpAlarm
 from simulator.model import PumpModel
-from simulator.newera_session import NeweraSession
+from simulator.newera_session import NE_ALARM_FOR, NeweraSession
 
 pytestmark = pytest.mark.timeout(60)
 
-_COUNTED = ("snapshot", "events", "feed_watchdog")
+_COUNTED = ("look", "snapshot", "events", "feed_watchdog", "newest_event_seq")
 
 
 class _CountingModel(PumpModel):
@@ -69,10 +70,30 @@ def test_a_query_in_safe_mode_looks_at_the_model_once_per_need() -> None:
         assert isinstance(frame, ReplyFrame)
         assert frame.framing is Framing.SAFE
         assert frame.reply.status is NeStatus.INFUSING
-        # alarms before the command, the command's own read, status and framing after it
-        assert model.calls == Counter(snapshot=3, events=2, feed_watchdog=1), mnemonic
+        # a look before the command, the command's own read, a look after it
+        assert model.calls == Counter(look=2, snapshot=3, feed_watchdog=1), mnemonic
         data = frame.reply.data
     assert data == "10.00MH"
+
+
+def test_polling_a_quiet_pump_reads_only_its_event_count_and_still_sends_its_alarms() -> None:
+    """A transport polls for the pump's own alarm packets whenever the line is quiet (the
+    in-process line: before every command).  With nothing logged since the last look, that is
+    one read of the event count; an alarm logged since is still sent."""
+    clock = ManualClock()
+    model = _CountingModel(clock)
+    session = NeweraSession(model)
+    session.exchange(_safe(Mnemonic.SAFE_MODE, "255"))
+    clock.advance(1.0)
+    model.calls.clear()
+    assert session.poll() == []
+    assert model.calls == Counter(newest_event_seq=1)
+    model.inject(PumpAlarm.OCCLUSION)
+    (packet,) = session.poll()
+    _, items = decode_replies(packet)
+    (frame,) = items
+    assert isinstance(frame, ReplyFrame)
+    assert frame.reply.alarm is NE_ALARM_FOR[PumpAlarm.OCCLUSION]
 
 
 _PACKETS = [
