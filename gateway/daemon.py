@@ -49,6 +49,9 @@ TIME_SCALE_KEY = "time_scale"
 UNREADY_ALARM_CODES = frozenset({"stop_failed", "journal_failed"})
 #: A control cycle starting later than this (real seconds) after it was due is logged.
 TICK_LATE_WARN_S = 0.05
+#: On a manual clock (the demo, HIL benches) ticks follow one another at once: the loop is
+#: given a turn (signals, a stop) at least this often in real seconds, not after every tick.
+MANUAL_CLOCK_YIELD_S = 0.01
 
 
 class TimeScaleChangedError(ConfigError):
@@ -116,6 +119,8 @@ class Gateway:
 
     #: The threads that step the channels, one per channel (made by the first tick).
     _step_threads: ThreadPoolExecutor | None = None
+    #: When (real monotonic s) a run on a manual clock last gave the event loop a turn.
+    _yielded_real_s: float = 0.0
 
     def __init__(
         self,
@@ -324,7 +329,10 @@ class Gateway:
     async def _wait_for_next_tick(self, due_real_s: float, stop: asyncio.Event) -> None:
         if isinstance(self.clock, ManualClock):
             self.clock.advance(self.poll_interval_s)
-            await asyncio.sleep(0)
+            now_real_s = time.monotonic()
+            if now_real_s - self._yielded_real_s >= MANUAL_CLOCK_YIELD_S:
+                self._yielded_real_s = now_real_s
+                await asyncio.sleep(0)
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=max(due_real_s - time.monotonic(), 0.0))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import daemon
 from gateway.course_state import (
     Alarm,
     CourseDay,
@@ -247,3 +249,28 @@ def test_a_transaction_sets_synchronous_only_when_it_needs_another(
     finally:
         db.set_trace_callback(None)
     assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_a_run_on_a_manual_clock_gives_the_loop_a_turn_at_once_and_then_every_few_ms(
+    tmp_path: Path, mocker: Any
+) -> None:
+    """Ticks on a manual clock follow one another at once; the event loop gets a turn (a stop,
+    a signal) at the first wait and then every MANUAL_CLOCK_YIELD_S of real time, not after
+    every tick (a turn costs a poll of the selector)."""
+    gateway = model_gateway(tmp_path)
+    turns = mocker.spy(daemon.asyncio, "sleep")
+
+    async def stopped_at_first_turn() -> int:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_soon(stop.set)  # runs when the loop gets a turn
+        await gateway.run(stop, max_ticks=1_000)
+        return gateway.cycles
+
+    assert asyncio.run(stopped_at_first_turn()) == 1
+    gateway = model_gateway(tmp_path / "again")
+    turns.reset_mock()
+    started = time.monotonic()
+    asyncio.run(gateway.run(asyncio.Event(), max_ticks=300))
+    elapsed_s = time.monotonic() - started
+    assert gateway.cycles == 300
+    assert 1 <= turns.call_count <= 2 + elapsed_s / daemon.MANUAL_CLOCK_YIELD_S
