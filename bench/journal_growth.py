@@ -8,7 +8,7 @@ at the end; their growth per poll, times 86,400 polls, is the figure.  The journ
 changed, every decision and a periodic checkpoint: a span of an hour holds many checkpoints, so
 only the once-a-day rows (the day boundary) are missing from a span shorter than a day (the
 figure says it was scaled); ``simulated_h=24`` measures a whole day.  Growth is counted in
-SQLite pages (4 KiB), so a very short span rounds to a page.
+SQLite pages (1 KiB in a new journal), so a very short span rounds to a page.
 """
 
 from __future__ import annotations

@@ -59,6 +59,11 @@ JOURNAL_FILENAME = "journal.sqlite3"
 #: with the next durable one, and at the latest this many real seconds after the last fsync.
 MAX_UNSYNCED_S = 60.0
 LOCK_FILENAME = "journal.lock"
+#: SQLite page size of a new journal (an existing one keeps its own).  A cycle rewrites a few
+#: small rows (its readback event, the index entry, the day, the channel's state text of a few
+#: kB); each changed page goes to the write-ahead log whole, so 1 kB pages write about half the
+#: bytes of SQLite's default 4 kB and a cycle's commit costs about a quarter less.
+PAGE_SIZE_BYTES = 1024
 
 #: SQLite's primary result codes for a damaged file or one that is not a database at all.
 _SQLITE_CORRUPT = 11
@@ -241,6 +246,8 @@ class Journal:
         try:
             _check_integrity(db, self.path)
             try:
+                # Takes effect only on a new, empty file (before WAL mode and the first table).
+                db.execute(f"PRAGMA page_size={PAGE_SIZE_BYTES}")
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")
                 db.execute("PRAGMA foreign_keys=ON")

@@ -26,8 +26,10 @@ from gateway.config import GatewayConfig, build_config
 from gateway.daemon import TIME_SCALE_KEY, Gateway, TimeScaleChangedError, clock_for
 from gateway.errors import ConfigError
 from gateway.journal import (
+    _SCHEMA,
     JOURNAL_FILENAME,
     LOCK_FILENAME,
+    PAGE_SIZE_BYTES,
     DayRecord,
     Journal,
     JournalCorruptError,
@@ -203,13 +205,14 @@ def test_a_journal_with_a_damaged_page_is_refused_at_open_and_left_as_it_was(
         _fill(journal)
     path = tmp_path / JOURNAL_FILENAME
     size = path.stat().st_size
-    assert size > 8 * 4096
+    page = PAGE_SIZE_BYTES
+    assert size > 32 * page
     with path.open("r+b") as f:
         if where == "page 2":
-            f.seek(4096)
-            f.write(bytes((i * 7 + 13) % 256 for i in range(4096)))
+            f.seek(page)
+            f.write(bytes((i * 7 + 13) % 256 for i in range(page)))
         else:
-            f.seek(size - 2 * 4096 + 100)
+            f.seek(size - 2 * page + 100)
             f.write(b"\xff" * 300)
     damaged = path.read_bytes()
     with pytest.raises(JournalCorruptError) as refused:
@@ -223,6 +226,30 @@ def test_a_journal_with_a_damaged_page_is_refused_at_open_and_left_as_it_was(
     assert path.read_bytes() == damaged  # nothing was written to the evidence
     with pytest.raises(JournalCorruptError):  # and the refusal released the directory
         Journal(tmp_path)
+
+
+@pytest.mark.hazard("H-JN-02")
+def test_a_new_journal_has_small_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    """New journals use PAGE_SIZE_BYTES pages (a cycle's commit writes fewer bytes); a journal
+    written with SQLite's default 4 kB pages is opened, written and read as it is."""
+    new_dir, old_dir = tmp_path / "new", tmp_path / "old"
+    new_dir.mkdir()
+    old_dir.mkdir()
+    Journal(new_dir).close()
+    with sqlite3.connect(old_dir / JOURNAL_FILENAME) as raw:
+        raw.execute("PRAGMA page_size=4096")
+        raw.execute("PRAGMA journal_mode=WAL")
+        raw.executescript(_SCHEMA)
+        raw.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", ("2",))
+    raw.close()
+    for state_dir, page_size in ((new_dir, PAGE_SIZE_BYTES), (old_dir, 4096)):
+        with Journal(state_dir) as journal:
+            journal.record("bed1", "note", {"n": 1}, wall_s=1.0, monotonic_s=1.0)
+        with sqlite3.connect(state_dir / JOURNAL_FILENAME) as raw:
+            assert raw.execute("PRAGMA page_size").fetchone() == (page_size,)
+        raw.close()
+        with Journal(state_dir) as journal:
+            assert [e.payload for e in journal.events("bed1", "note")] == [{"n": 1}]
 
 
 @pytest.mark.hazard("H-JN-02")
