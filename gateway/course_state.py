@@ -14,6 +14,9 @@ from __future__ import annotations
 import functools
 import json
 import math
+import operator
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Final, TypeVar
@@ -431,6 +434,63 @@ _SPLICED: Final = frozenset({"days", "titers", "link"})
 #: writes a finite float).  No object inside a day has keys of these names, and its own keys
 #: that sort before ``prescription`` come first.
 _DAY_SPLICED: Final = ("delivered_ml", "delivered_max_ml", "estimated_ml")
+#: The fields of the rest of the state, and of the rest of a day, read as one tuple (in C:
+#: compared every cycle with the tuple the kept text was made from).
+_REST_FIELDS: Final = operator.attrgetter(
+    *(f.name for f in fields(CourseState) if f.name not in _SPLICED)
+)
+_DAY_SHAPE_FIELDS: Final = operator.attrgetter(
+    *(f.name for f in fields(CourseDay) if f.name not in _DAY_SPLICED)
+)
+#: The link's field names in the order its JSON object sorts them, their JSON keys, and a
+#: getter of their values in that order.
+_LINK_NAMES: Final = tuple(sorted(f.name for f in fields(LinkState)))
+_LINK_KEYS: Final = tuple(json.dumps(name) for name in _LINK_NAMES)
+_LINK_FIELDS: Final = operator.attrgetter(*_LINK_NAMES)
+
+
+def _plain_kinds(hint: object) -> frozenset[type]:
+    """The exact types a link field's value may have to be written by :func:`_plain_json`
+    (pydantic writes a value of another type by the field's type: ``False`` in an int field
+    as ``0``); a kind of field it does not know is an error at import."""
+    kinds: set[type] = set()
+    for arg in typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,):
+        if arg is type(None) or arg in (bool, int, float, str):
+            kinds.add(arg)
+        elif arg == ReadbackKey:
+            kinds.add(tuple)
+        else:
+            raise TypeError(f"LinkState: no plain JSON for a field of type {arg!r}")
+    return frozenset(kinds)
+
+
+_LINK_PLAIN_KINDS: Final = tuple(
+    _plain_kinds(typing.get_type_hints(LinkState)[name]) for name in _LINK_NAMES
+)
+
+
+def _plain_json(value: object) -> str | None:
+    """``json.dumps(value)`` for a link field's value of its own type (None, bool, int, finite
+    float, str, a :data:`ReadbackKey`), as ``dump_python(mode="json")`` then ``json.dumps``
+    write it; else None (the caller encodes the long way)."""
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if type(value) is int:
+        return int.__repr__(value)
+    if type(value) is float:
+        return float.__repr__(value) if math.isfinite(value) else None
+    if type(value) is str:
+        return json.dumps(value)
+    if type(value) is tuple and len(value) == 3:  # a ReadbackKey: (state, rate, alarms)
+        state, rate, alarms = value
+        if type(state) is str and type(alarms) is tuple and all(type(a) is str for a in alarms):
+            rate_text = _plain_json(rate) if type(rate) is float else None
+            if rate_text is not None:
+                alarms_text = ", ".join(json.dumps(a) for a in alarms)
+                return f"[{json.dumps(state)}, {rate_text}, [{alarms_text}]]"
+    return None
 
 
 class StateText:
@@ -454,10 +514,12 @@ class StateText:
         self._titers: tuple[tuple[TiterRecord, ...], str] | None = None
         self._rest: tuple[tuple[object, ...], str] | None = None
         self._day_shapes: dict[int, tuple[tuple[object, ...], str]] = {}
+        #: The link's field values last encoded and each one's text.
+        self._link: tuple[tuple[object, ...], list[str]] | None = None
 
     def encode(self, state: CourseState) -> str:
         days = "[" + ", ".join(self._day_text(day) for day in state.days) + "]"
-        link = json.dumps(_LINK_ADAPTER.dump_python(state.link, mode="json"), sort_keys=True)
+        link = self._link_text(state.link)
         return (
             self._rest_text(state)
             .replace('"titers": null', '"titers": ' + self._titers_text(state.titers), 1)
@@ -467,7 +529,7 @@ class StateText:
 
     def _rest_text(self, state: CourseState) -> str:
         """The state's text with ``null`` for each of :data:`_SPLICED`."""
-        fields_now = tuple(v for k, v in state.__dict__.items() if k not in _SPLICED)
+        fields_now = _REST_FIELDS(state)
         kept = self._rest
         if kept is not None and kept[0] == fields_now:
             return kept[1]
@@ -476,6 +538,25 @@ class StateText:
         text = json.dumps(data, sort_keys=True)
         self._rest = (fields_now, text)
         return text
+
+    def _link_text(self, link: LinkState) -> str:
+        """The link's JSON text: a field holding the same object as last time keeps its text
+        (most of them, each cycle); one that is not plain makes the whole link encoded the
+        long way."""
+        values = _LINK_FIELDS(link)
+        kept = self._link
+        texts: list[str] = []
+        for index, value in enumerate(values):
+            if kept is not None and kept[0][index] is value:
+                texts.append(kept[1][index])
+                continue
+            text = _plain_json(value) if type(value) in _LINK_PLAIN_KINDS[index] else None
+            if text is None:
+                self._link = None
+                return json.dumps(_LINK_ADAPTER.dump_python(link, mode="json"), sort_keys=True)
+            texts.append(text)
+        self._link = (values, texts)
+        return "{" + ", ".join(map("{}: {}".format, _LINK_KEYS, texts)) + "}"
 
     def _day_text(self, day: CourseDay) -> str:
         kept = self._days.get(day.day)
@@ -495,7 +576,7 @@ class StateText:
     def _day_shape(self, day: CourseDay) -> str:
         """``day``'s text with ``null`` for each of :data:`_DAY_SPLICED` (the running totals,
         which change every cycle): kept while the day's other fields are unchanged."""
-        fields_now = tuple(v for k, v in day.__dict__.items() if k not in _DAY_SPLICED)
+        fields_now = _DAY_SHAPE_FIELDS(day)
         kept = self._day_shapes.get(day.day)
         if kept is not None and kept[0] == fields_now:
             return kept[1]
