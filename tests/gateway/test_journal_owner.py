@@ -30,6 +30,7 @@ from gateway.journal import (
     JOURNAL_FILENAME,
     LOCK_FILENAME,
     PAGE_SIZE_BYTES,
+    WAL_CHECKPOINT_BYTES,
     DayRecord,
     Journal,
     JournalCorruptError,
@@ -231,7 +232,8 @@ def test_a_journal_with_a_damaged_page_is_refused_at_open_and_left_as_it_was(
 @pytest.mark.hazard("H-JN-02")
 def test_a_new_journal_has_small_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
     """New journals use PAGE_SIZE_BYTES pages (a cycle's commit writes fewer bytes); a journal
-    written with SQLite's default 4 kB pages is opened, written and read as it is."""
+    written with SQLite's default 4 kB pages is opened, written and read as it is.  Both
+    checkpoint their write-ahead log at WAL_CHECKPOINT_BYTES."""
     new_dir, old_dir = tmp_path / "new", tmp_path / "old"
     new_dir.mkdir()
     old_dir.mkdir()
@@ -245,6 +247,9 @@ def test_a_new_journal_has_small_pages_and_an_old_one_keeps_its_own(tmp_path: Pa
     for state_dir, page_size in ((new_dir, PAGE_SIZE_BYTES), (old_dir, 4096)):
         with Journal(state_dir) as journal:
             journal.record("bed1", "note", {"n": 1}, wall_s=1.0, monotonic_s=1.0)
+            # The log is checkpointed at the same size in bytes whatever the page size.
+            (pages,) = journal._connection.execute("PRAGMA wal_autocheckpoint").fetchone()
+            assert pages * page_size == WAL_CHECKPOINT_BYTES
         with sqlite3.connect(state_dir / JOURNAL_FILENAME) as raw:
             assert raw.execute("PRAGMA page_size").fetchone() == (page_size,)
         raw.close()
