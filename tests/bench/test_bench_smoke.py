@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from typing import Any
 
 import pytest
 
@@ -20,6 +19,7 @@ from bench import bench_channels, bench_course, journal_growth, poll_modbus, pol
 from bench.figures import Figure, Target, json_text, markdown_table, text_table
 from bench.pumps import REPO_ROOT, serving
 from gateway.demo import DemoOptions
+from gateway.dosing import Arm
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -76,12 +76,11 @@ def test_course_figure_from_the_demos_runs(monkeypatch: pytest.MonkeyPatch) -> N
     """The demo itself is tested in tests/gateway; here only what the bench makes of it."""
     courses: list[DemoOptions] = []
 
-    def demo(options: DemoOptions) -> dict[str, Any]:
+    def demo(options: DemoOptions) -> float:
         courses.append(options)
-        assert options.state_dir is not None
-        return {"days": []}
+        return {"in-process": 3.5, "wire": 7.0}[options.link] + len(courses) / 100
 
-    monkeypatch.setattr(bench_course, "run_demo", demo)
+    monkeypatch.setattr(bench_course, "run_course_process", demo)
     speed, over_wire = bench_course.course_speed_figures(runs=2)
     # Alternating links, the whole titer course each time.
     assert [(c.arm.value, c.days, c.link) for c in courses] == [
@@ -94,9 +93,28 @@ def test_course_figure_from_the_demos_runs(monkeypatch: pytest.MonkeyPatch) -> N
     assert over_wire.key == "course_simulated_h_per_s_wire"
     assert over_wire.target is None
     assert "--link wire" in over_wire.ours_does
-    assert speed.ours > 0
-    assert over_wire.ours > 0
-    assert "median wall time of 2 runs" in speed.method
+    # 7 days of hours over the median of the two runs' seconds (3.52 and 3.54 s; 7.01, 7.03).
+    assert speed.ours == pytest.approx(168 / 3.53)
+    assert over_wire.ours == pytest.approx(168 / 7.02)
+    assert "median of 2 runs, each the command in a process of its own" in speed.method
+
+
+def test_the_course_command_is_the_demo_with_its_summary_as_json() -> None:
+    command = bench_course.course_command(DemoOptions(arm=Arm.TITER, link="in-process", days=1))
+    assert command[1:] == [
+        "-m",
+        "gateway",
+        "demo",
+        "--arm",
+        "titer",
+        "--link",
+        "in-process",
+        "--days",
+        "1",
+        "--json",
+    ]
+    whole = bench_course.course_command(DemoOptions(arm=Arm.TITER, link="wire"))
+    assert "--days" not in whole
 
 
 def test_the_table_shows_ratio_target_and_met() -> None:
