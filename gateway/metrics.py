@@ -2,8 +2,8 @@
 
 Conventions (Prometheus's naming practice): names start ``infusion_gateway_``,
 times are seconds (durations) or Unix seconds (``..._timestamp_seconds``), counters end in
-``_total``, and every labelled series a rule needs exists from the first control cycle (at 0),
-so a rule sees it change rather than appear.  Volumes and rates keep the clinical units their
+``_total``, and every labelled series a rule needs exists from the first scrape (at 0), so a
+rule sees it change rather than appear.  Volumes and rates keep the clinical units their
 names say (mL, mL/h): Prometheus has no base unit for volume.
 
 No patient data: labels are channel ids, states, alarm codes, outcomes and the software's
@@ -67,7 +67,7 @@ class ChannelReadings:
 
 @dataclass(frozen=True)
 class _ChannelSeries:
-    """One channel's labelled series that every control cycle sets."""
+    """One channel's labelled series, set from its last cycle each time the metrics are read."""
 
     states: tuple[tuple[str, Gauge], ...]
     #: rate, ceiling, day, prescribed, delivered, alarms, projected_shortfall, in that order.
