@@ -45,6 +45,11 @@ __all__ = ["IN_PROCESS_PATH", "InProcessNewera", "InProcessPort"]
 IN_PROCESS_PATH: Final = "/in-process"
 
 
+def _as_sent(packet: bytes) -> bytes:
+    """What a clean line does to a packet: nothing."""
+    return packet
+
+
 class InProcessNewera:
     """``model`` as an NE-1000 at ``address`` (0-99) on an in-process line.
 
@@ -100,15 +105,13 @@ class InProcessNewera:
         for item in self._session.feed(data):
             output = self._session.answer(item)
             now = time.monotonic()
-            if line.clean:  # (after the answer: a scripted fault may have begun with it)
-                sent.extend((now, packet) for packet in output.unsolicited)
-                if output.reply is not None:
-                    sent.append((now, output.reply))
-                continue
-            sent.extend((now, line.mangle(packet)) for packet in output.unsolicited)
+            # Looked at after the answer: a scripted fault may have begun with it.
+            mangle = _as_sent if line.clean else line.mangle
+            sent.extend((now, mangle(packet)) for packet in output.unsolicited)
             if output.reply is not None:
-                delay_s = reply_delay_real_s(line, self._model.clock)
-                sent.append((now + delay_s, line.mangle(output.reply)))
+                clean = mangle is _as_sent
+                delay_s = 0.0 if clean else reply_delay_real_s(line, self._model.clock)
+                sent.append((now + delay_s, mangle(output.reply)))
         return sent
 
     def _unsolicited(self) -> list[bytes]:

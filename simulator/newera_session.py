@@ -235,7 +235,7 @@ class NeweraSession:
     @property
     def framing(self) -> Framing:
         """The framing the pump replies in now."""
-        return Framing.SAFE if self.safe_mode else Framing.BASIC
+        return _framing_of(self._model.snapshot())
 
     @property
     def pending_alarms(self) -> tuple[NeAlarm, ...]:
@@ -371,7 +371,7 @@ class NeweraSession:
         # status it leaves and the framing (a SAF command changes it).
         snapshot, events = model.look(self._event_seq)
         self._take_alarms(events)
-        framing = Framing.SAFE if _is_safe_mode(snapshot) else Framing.BASIC
+        framing = _framing_of(snapshot)
         if self._pending:
             alarm = self._pending.pop(0)
             model.clear_alarms()
@@ -617,6 +617,11 @@ class NeweraSession:
 def _is_safe_mode(snapshot: PumpSnapshot) -> bool:
     """A pump is in safe mode while its watchdog is requested (``SAF<n>``, n > 0)."""
     return snapshot.watchdog_requested_s > 0
+
+
+def _framing_of(snapshot: PumpSnapshot) -> Framing:
+    """The framing a pump in ``snapshot``'s state replies in."""
+    return Framing.SAFE if _is_safe_mode(snapshot) else Framing.BASIC
 
 
 def _number(text: str) -> Decimal:
